@@ -1,0 +1,242 @@
+//! Command line and environment configuration (clap), and its validation.
+//!
+//! Every `serve` flag also reads `REVOKD_<NAME>` from the environment, so a
+//! Kubernetes manifest can configure revokd with `env:` alone. A bad value
+//! prints one clear line and exits with 64 (EX_USAGE).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status for a usage error (sysexits.h EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
+
+/// revokd: issues, verifies and revokes JWTs over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "revokd", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC token service and the admin HTTP listener.
+    Serve(Box<ServeConfig>),
+    /// Write a new key file into a keys directory.
+    Keygen(KeygenArgs),
+    /// A small gRPC client for operators and demos.
+    Token(TokenArgs),
+}
+
+/// Parses a duration such as `30s`, `15m` or `1h 30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h)"))
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How VerifyToken checks revocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RevocationCheck {
+    /// Answer from the in-process mirror of the revocation set (no round trip).
+    Mirror,
+    /// One store lookup per verify.
+    Redis,
+}
+
+/// Configuration of `revokd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// gRPC API address. Loopback by default: in a pod only the app reaches it.
+    #[arg(long, env = "REVOKD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+
+    /// Admin HTTP address (/healthz, /readyz, /metrics, JWKS); kubelet probes hit the pod IP.
+    #[arg(long, env = "REVOKD_ADMIN_ADDR", default_value = "0.0.0.0:9464")]
+    pub admin_addr: SocketAddr,
+
+    /// Redis URL (redis://host:port/db). Without it revocations live in memory only.
+    #[arg(long, env = "REVOKD_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key revokd writes.
+    #[arg(long, env = "REVOKD_KEY_PREFIX", default_value = "revokd:")]
+    pub key_prefix: String,
+
+    /// Directory of keys: `<kid>.pem` (Ed25519, RSA, EC P-256/P-384) and `<kid>.secret` (HMAC).
+    #[arg(long, env = "REVOKD_KEYS_DIR")]
+    pub keys_dir: Option<PathBuf>,
+
+    /// The kid of the key that signs new tokens (needed when the directory holds several).
+    #[arg(long, env = "REVOKD_SIGNING_KID")]
+    pub signing_kid: Option<String>,
+
+    /// The `iss` claim revokd writes and requires.
+    #[arg(long, env = "REVOKD_ISSUER", default_value = "revokd")]
+    pub issuer: String,
+
+    /// Clock skew allowed when checking exp and nbf.
+    #[arg(long, env = "REVOKD_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub leeway: Duration,
+
+    /// Lifetime of a token when IssueToken gives none.
+    #[arg(long, env = "REVOKD_DEFAULT_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+
+    /// The longest lifetime IssueToken grants; also how long a revocation by jti is kept.
+    #[arg(long, env = "REVOKD_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// Log format.
+    #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+
+    /// Tokens longer than this many bytes are MALFORMED without being parsed.
+    #[arg(long, env = "REVOKD_MAX_TOKEN_BYTES", default_value_t = 8192)]
+    pub max_token_bytes: usize,
+
+    /// How long in-flight calls may take to finish after SIGTERM.
+    #[arg(long, env = "REVOKD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How long a store command may take before it counts as unavailable.
+    #[arg(long, env = "REVOKD_STORE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// Checks what clap cannot: relations between values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_ttl.is_zero() {
+            return Err("--max-ttl must be greater than 0".into());
+        }
+        if self.default_ttl.is_zero() || self.default_ttl > self.max_ttl {
+            return Err(format!(
+                "--default-ttl ({}) must be greater than 0 and at most --max-ttl ({})",
+                humantime::format_duration(self.default_ttl),
+                humantime::format_duration(self.max_ttl)
+            ));
+        }
+        if self.issuer.is_empty() {
+            return Err("--issuer must not be empty".into());
+        }
+        if self.max_token_bytes < 64 {
+            return Err("--max-token-bytes must be at least 64".into());
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err("--redis-url must start with redis:// or rediss://".into());
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests and embedding: loopback on port 0 for both
+    /// listeners, in-memory store, ephemeral key.
+    pub fn for_tests() -> Self {
+        let cli = Cli::parse_from([
+            "revokd",
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ]);
+        match cli.command {
+            Command::Serve(c) => *c,
+            _ => unreachable!("parsed a serve command"),
+        }
+    }
+}
+
+/// Key algorithms `keygen` can create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KeygenAlg {
+    /// Ed25519 (PKCS#8 PEM).
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// RSA 2048 with SHA-256 (PKCS#8 PEM).
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256 (PKCS#8 PEM).
+    #[value(name = "ES256")]
+    Es256,
+    /// HMAC with SHA-256 (a random secret).
+    #[value(name = "HS256")]
+    Hs256,
+}
+
+/// Arguments of `revokd keygen`.
+#[derive(Debug, Clone, Args)]
+pub struct KeygenArgs {
+    /// Algorithm of the new key.
+    #[arg(long, value_enum)]
+    pub alg: KeygenAlg,
+    /// Key id; the file is named after it.
+    #[arg(long)]
+    pub kid: String,
+    /// Directory to write into (created if missing).
+    #[arg(long, env = "REVOKD_KEYS_DIR", default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// Arguments of `revokd token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// gRPC address of a running revokd.
+    #[arg(long, env = "REVOKD_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: TokenAction,
+}
+
+/// The `revokd token` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenAction {
+    /// Issue a token and print it.
+    Issue {
+        /// The subject (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// Lifetime, e.g. 15m.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Audience; repeat for several.
+        #[arg(long)]
+        audience: Vec<String>,
+    },
+    /// Verify a token and print the verdict and claims.
+    Verify {
+        /// The token.
+        token: String,
+        /// Require this audience.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+    /// Revoke a token (or a jti).
+    Revoke {
+        /// The token.
+        #[arg(required_unless_present = "jti", conflicts_with = "jti")]
+        token: Option<String>,
+        /// A token id instead of a token.
+        #[arg(long)]
+        jti: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}

@@ -1,0 +1,69 @@
+//! Domain errors, and the one place they become gRPC statuses.
+//!
+//! A bad token is never an error here: it is a [`crate::tokens::Verdict`].
+//! Errors are what the caller must handle differently: a bad request
+//! (INVALID_ARGUMENT, naming the field), a store that cannot be reached
+//! (UNAVAILABLE: fail closed), or a bug (INTERNAL, details only in the log).
+
+use tonic::{Code, Status};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached, or did not answer in time.
+    #[error("revocation store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered something revokd did not expect.
+    #[error("unexpected store reply: {0}")]
+    Protocol(String),
+}
+
+/// An error a request can end in.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is missing or out of range. The message names the field.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The request field, as named in the proto.
+        field: &'static str,
+        /// What is wrong with it, safe to show the client.
+        reason: String,
+    },
+    /// The revocation store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else; the detail goes to the log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A bad request field.
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument { .. } => Status::new(Code::InvalidArgument, err.to_string()),
+            // Fail closed: the client must not treat this as "valid".
+            Error::Store(StoreError::Unavailable(detail)) => {
+                tracing::warn!(%detail, "revocation store unavailable");
+                Status::new(Code::Unavailable, "revocation store unavailable")
+            }
+            Error::Store(StoreError::Protocol(detail)) => {
+                tracing::error!(%detail, "unexpected store reply");
+                Status::new(Code::Internal, "internal error")
+            }
+            Error::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                Status::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}

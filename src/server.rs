@@ -1,0 +1,204 @@
+//! Startup and shutdown: build the parts from the configuration, bind both
+//! listeners, serve gRPC (TokenService, health, reflection) and admin HTTP
+//! until the shutdown future completes, then drain within the grace period.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::admin::{self, AdminState};
+use crate::authority::TokenAuthority;
+use crate::config::ServeConfig;
+use crate::keys::{KeyError, KeyRing};
+use crate::proto::v1::token_service_server::TokenServiceServer;
+use crate::revocation::RevocationStore;
+use crate::revocation::memory::MemoryStore;
+use crate::revocation::redis::RedisStore;
+use crate::service::TokenGrpcService;
+use crate::tokens::{IssuePolicy, TokenIssuer, TokenVerifier, VerifyPolicy};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Keys could not be loaded.
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+    /// A server failed while running.
+    #[error("{0}")]
+    Serve(String),
+}
+
+/// A server with its listeners bound, ready to [`Server::run`].
+pub struct Server {
+    config: ServeConfig,
+    grpc: TcpListener,
+    admin: TcpListener,
+    authority: Arc<TokenAuthority>,
+    store: Arc<dyn RevocationStore>,
+}
+
+impl Server {
+    /// Loads keys, connects the store and binds both listeners.
+    pub async fn bind(config: ServeConfig) -> Result<Self, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let ring = match &config.keys_dir {
+            Some(dir) => KeyRing::load_dir(dir, config.signing_kid.as_deref())?,
+            None => {
+                let ring = KeyRing::ephemeral()?;
+                tracing::warn!(
+                    kid = %ring.signing().kid,
+                    "no --keys-dir: signing with an ephemeral Ed25519 key; its tokens die with this process"
+                );
+                ring
+            }
+        };
+        tracing::info!(keys = ?ring, "keys loaded");
+        let keys = Arc::new(ArcSwap::from_pointee(ring));
+        let store: Arc<dyn RevocationStore> = match &config.redis_url {
+            Some(url) => RedisStore::connect(url, &config.key_prefix, config.store_timeout)
+                .await
+                .map_err(|e| StartError::Config(format!("--redis-url: {e}")))?,
+            None => {
+                tracing::warn!(
+                    "no --redis-url: revocations are kept in this process only, neither shared with other replicas nor durable"
+                );
+                MemoryStore::start(Duration::from_secs(1))
+            }
+        };
+        let issuer = TokenIssuer::new(
+            keys.clone(),
+            IssuePolicy {
+                issuer: config.issuer.clone(),
+                default_ttl: config.default_ttl,
+                max_ttl: config.max_ttl,
+            },
+        );
+        let verifier = TokenVerifier::new(
+            keys,
+            VerifyPolicy {
+                issuer: config.issuer.clone(),
+                leeway: config.leeway,
+                max_token_bytes: config.max_token_bytes,
+            },
+        );
+        let authority = Arc::new(TokenAuthority::new(issuer, verifier, store.clone()));
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let grpc = bind(config.grpc_addr).await?;
+        let admin = bind(config.admin_addr).await?;
+        Ok(Server {
+            config,
+            grpc,
+            admin,
+            authority,
+            store,
+        })
+    }
+
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// The bound admin HTTP address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, stops
+    /// accepting, and lets in-flight calls finish within the grace period.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let grpc_addr = self.grpc_addr();
+        let admin_addr = self.admin_addr();
+        let grace = self.config.shutdown_grace;
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<TokenServiceServer<TokenGrpcService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
+
+        // One shutdown signal fans out to both servers.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let grpc_server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(TokenServiceServer::new(TokenGrpcService::new(
+                self.authority.clone(),
+            )))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc),
+                stopped(stop_rx.clone()),
+            );
+        let admin_router = admin::router(AdminState {
+            store: self.store.clone(),
+        });
+        let admin_server =
+            axum::serve(self.admin, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+
+        tracing::info!(%grpc_addr, %admin_addr, store = self.store.kind(), "revokd serving");
+        let mut grpc_task = tokio::spawn(grpc_server);
+        let mut admin_task = tokio::spawn(async move { admin_server.await });
+
+        tokio::select! {
+            _ = shutdown => {}
+            r = &mut grpc_task => return Err(StartError::Serve(format!("gRPC server stopped: {r:?}"))),
+            r = &mut admin_task => return Err(StartError::Serve(format!("admin server stopped: {r:?}"))),
+        }
+        health
+            .set_not_serving::<TokenServiceServer<TokenGrpcService>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            let _ = (&mut grpc_task).await;
+            let _ = (&mut admin_task).await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained, bye"),
+            Err(_) => {
+                tracing::warn!(grace = ?grace, "grace period over with calls in flight; stopping anyway");
+                grpc_task.abort();
+                admin_task.abort();
+            }
+        }
+        Ok(())
+    }
+}

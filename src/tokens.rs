@@ -1,0 +1,415 @@
+//! Issuing and verifying JWTs: pure and synchronous, with the time passed in.
+//!
+//! Verification runs in two stages so the expensive one can be cached:
+//! [`TokenVerifier::authenticate`] checks the size cap, the header, the key the
+//! `kid` names and the signature, and parses the claims (a function of the
+//! token's bytes alone); [`TokenVerifier::check`] then checks the time window,
+//! issuer and audience against `now`. Revocation is checked by the caller.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::rand::SecureRandom;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+use crate::keys::{KeyRing, alg_name};
+
+/// Claims that callers cannot set through IssueToken's `claims`.
+pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+
+/// The outcome of a verification. Numbers match `revokd.v1.Verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Genuine, in its time window, right issuer and audience, not revoked.
+    Valid,
+    /// Genuine but revoked.
+    Revoked,
+    /// Past `exp` plus leeway.
+    Expired,
+    /// Before `nbf` minus leeway.
+    NotYetValid,
+    /// Signature or algorithm does not match the key.
+    BadSignature,
+    /// Not a JWT, too large, or required claims missing.
+    Malformed,
+    /// The requested audience is not in `aud`.
+    WrongAudience,
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// No key with that `kid`.
+    UnknownKey,
+}
+
+impl Verdict {
+    /// Every verdict, in proto order.
+    pub const ALL: [Verdict; 9] = [
+        Verdict::Valid,
+        Verdict::Revoked,
+        Verdict::Expired,
+        Verdict::NotYetValid,
+        Verdict::BadSignature,
+        Verdict::Malformed,
+        Verdict::WrongAudience,
+        Verdict::WrongIssuer,
+        Verdict::UnknownKey,
+    ];
+
+    /// A short lowercase name, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Valid => "valid",
+            Verdict::Revoked => "revoked",
+            Verdict::Expired => "expired",
+            Verdict::NotYetValid => "not_yet_valid",
+            Verdict::BadSignature => "bad_signature",
+            Verdict::Malformed => "malformed",
+            Verdict::WrongAudience => "wrong_audience",
+            Verdict::WrongIssuer => "wrong_issuer",
+            Verdict::UnknownKey => "unknown_key",
+        }
+    }
+}
+
+/// The claims of a token whose signature checked out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claims {
+    /// `iss`, empty when absent.
+    pub issuer: String,
+    /// `sub`, empty when absent.
+    pub subject: String,
+    /// `aud` (a string or an array in the token).
+    pub audience: Vec<String>,
+    /// `iat` in seconds since the epoch, when present.
+    pub issued_at: Option<i64>,
+    /// `nbf` in seconds since the epoch, when present.
+    pub not_before: Option<i64>,
+    /// `exp` in seconds since the epoch (required).
+    pub expires_at: i64,
+    /// `jti` (required).
+    pub jti: String,
+    /// Every other claim.
+    pub extra: Map<String, Value>,
+}
+
+/// A token that passed [`TokenVerifier::authenticate`]: signature and claims.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthenticatedToken {
+    /// The kid of the key that verified it.
+    pub kid: String,
+    /// Its claims.
+    pub claims: Claims,
+}
+
+/// Seconds since the Unix epoch (negative before it).
+pub fn unix_seconds(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    }
+}
+
+/// Verification settings.
+#[derive(Debug, Clone)]
+pub struct VerifyPolicy {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Allowed clock skew for exp and nbf.
+    pub leeway: Duration,
+    /// Larger tokens are MALFORMED without parsing.
+    pub max_token_bytes: usize,
+}
+
+/// Verifies tokens against the current key ring.
+pub struct TokenVerifier {
+    keys: Arc<ArcSwap<KeyRing>>,
+    policy: VerifyPolicy,
+}
+
+#[derive(serde::Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl TokenVerifier {
+    /// A verifier over a (reloadable) key ring.
+    pub fn new(keys: Arc<ArcSwap<KeyRing>>, policy: VerifyPolicy) -> Self {
+        TokenVerifier { keys, policy }
+    }
+
+    /// The settings in force.
+    pub fn policy(&self) -> &VerifyPolicy {
+        &self.policy
+    }
+
+    /// Stage one: size, header, key, signature, claims. Depends only on the
+    /// token's bytes and the key ring, so its result may be cached.
+    pub fn authenticate(&self, token: &str) -> Result<AuthenticatedToken, Verdict> {
+        if token.len() > self.policy.max_token_bytes {
+            return Err(Verdict::Malformed);
+        }
+        let (message, signature) = token.rsplit_once('.').ok_or(Verdict::Malformed)?;
+        let (header_b64, payload_b64) = message.split_once('.').ok_or(Verdict::Malformed)?;
+        if payload_b64.contains('.') {
+            return Err(Verdict::Malformed);
+        }
+        let header_json = URL_SAFE_NO_PAD
+            .decode(header_b64)
+            .map_err(|_| Verdict::Malformed)?;
+        let header: Header<'_> =
+            serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
+        let kid = header.kid.ok_or(Verdict::UnknownKey)?;
+        let keys = self.keys.load();
+        let key = keys.get(&kid).ok_or(Verdict::UnknownKey)?;
+        // The key fixes the algorithm: `none`, or any other than the key's, is refused.
+        if header.alg != alg_name(key.alg) {
+            return Err(Verdict::BadSignature);
+        }
+        match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key.decoding, key.alg) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Err(Verdict::BadSignature),
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload_b64)
+            .map_err(|_| Verdict::Malformed)?;
+        let claims = parse_claims(&payload).ok_or(Verdict::Malformed)?;
+        Ok(AuthenticatedToken {
+            kid: key.kid.clone(),
+            claims,
+        })
+    }
+
+    /// Stage two: time window, issuer, audience, at `now`.
+    pub fn check(
+        &self,
+        token: &AuthenticatedToken,
+        audience: Option<&str>,
+        now: i64,
+    ) -> Result<(), Verdict> {
+        let leeway = self.policy.leeway.as_secs() as i64;
+        let claims = &token.claims;
+        if now > claims.expires_at.saturating_add(leeway) {
+            return Err(Verdict::Expired);
+        }
+        if let Some(nbf) = claims.not_before
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(Verdict::NotYetValid);
+        }
+        if claims.issuer != self.policy.issuer {
+            return Err(Verdict::WrongIssuer);
+        }
+        if let Some(aud) = audience
+            && !claims.audience.iter().any(|a| a == aud)
+        {
+            return Err(Verdict::WrongAudience);
+        }
+        Ok(())
+    }
+
+    /// Both stages.
+    pub fn verify(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+        now: i64,
+    ) -> Result<AuthenticatedToken, Verdict> {
+        let authenticated = self.authenticate(token)?;
+        self.check(&authenticated, audience, now)?;
+        Ok(authenticated)
+    }
+}
+
+fn numeric_date(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f.floor() as i64)),
+        _ => None,
+    }
+}
+
+fn parse_claims(payload: &[u8]) -> Option<Claims> {
+    let mut map: Map<String, Value> = serde_json::from_slice(payload).ok()?;
+    let string = |v: Option<Value>| -> Option<String> {
+        match v {
+            None => Some(String::new()),
+            Some(Value::String(s)) => Some(s),
+            Some(_) => None,
+        }
+    };
+    let issuer = string(map.remove("iss"))?;
+    let subject = string(map.remove("sub"))?;
+    let audience = match map.remove("aud") {
+        None => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Some(s),
+                _ => None,
+            })
+            .collect::<Option<_>>()?,
+        Some(_) => return None,
+    };
+    let opt_date = |v: Option<Value>| -> Option<Option<i64>> {
+        match v {
+            None => Some(None),
+            Some(v) => numeric_date(&v).map(Some),
+        }
+    };
+    let issued_at = opt_date(map.remove("iat"))?;
+    let not_before = opt_date(map.remove("nbf"))?;
+    let expires_at = opt_date(map.remove("exp"))??;
+    let jti = string(map.remove("jti"))?;
+    if jti.is_empty() {
+        return None;
+    }
+    Some(Claims {
+        issuer,
+        subject,
+        audience,
+        issued_at,
+        not_before,
+        expires_at,
+        jti,
+        extra: map,
+    })
+}
+
+/// What IssueToken asks for, decoded from the request.
+#[derive(Debug, Clone, Default)]
+pub struct IssueParams {
+    /// `sub`.
+    pub subject: String,
+    /// Lifetime; the default when None.
+    pub ttl: Option<Duration>,
+    /// `aud`.
+    pub audience: Vec<String>,
+    /// Extra claims.
+    pub extra: Map<String, Value>,
+}
+
+/// A freshly signed token.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its `exp`, seconds since the epoch.
+    pub expires_at: i64,
+    /// The kid that signed it.
+    pub kid: String,
+}
+
+/// Lifetime settings for issuing.
+#[derive(Debug, Clone)]
+pub struct IssuePolicy {
+    /// The `iss` claim.
+    pub issuer: String,
+    /// Lifetime when the request gives none.
+    pub default_ttl: Duration,
+    /// Longest lifetime granted.
+    pub max_ttl: Duration,
+}
+
+/// Signs new tokens with the ring's signing key.
+pub struct TokenIssuer {
+    keys: Arc<ArcSwap<KeyRing>>,
+    policy: IssuePolicy,
+    rng: aws_lc_rs::rand::SystemRandom,
+}
+
+/// A fresh token id: 128 random bits, base64url (22 characters).
+pub fn new_jti(rng: &dyn SecureRandom) -> Result<String, Error> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)
+        .map_err(|_| Error::Internal("system randomness failed".into()))?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+impl TokenIssuer {
+    /// An issuer over a (reloadable) key ring.
+    pub fn new(keys: Arc<ArcSwap<KeyRing>>, policy: IssuePolicy) -> Self {
+        TokenIssuer {
+            keys,
+            policy,
+            rng: aws_lc_rs::rand::SystemRandom::new(),
+        }
+    }
+
+    /// The settings in force.
+    pub fn policy(&self) -> &IssuePolicy {
+        &self.policy
+    }
+
+    /// Validates the request and signs a token valid from `now`.
+    pub fn issue(&self, params: IssueParams, now: i64) -> Result<IssuedToken, Error> {
+        if params.subject.is_empty() {
+            return Err(Error::invalid("subject", "must not be empty"));
+        }
+        let ttl = params.ttl.unwrap_or(self.policy.default_ttl);
+        if ttl.as_secs() == 0 {
+            return Err(Error::invalid("ttl", "must be at least 1s"));
+        }
+        if ttl > self.policy.max_ttl {
+            return Err(Error::invalid(
+                "ttl",
+                format!(
+                    "{} is above the maximum token lifetime {}",
+                    humantime::format_duration(ttl),
+                    humantime::format_duration(self.policy.max_ttl)
+                ),
+            ));
+        }
+        if params.audience.iter().any(String::is_empty) {
+            return Err(Error::invalid("audience", "entries must not be empty"));
+        }
+        if let Some(name) = params
+            .extra
+            .keys()
+            .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
+        {
+            return Err(Error::invalid(
+                "claims",
+                format!("{name:?} is a reserved claim"),
+            ));
+        }
+        let jti = new_jti(&self.rng)?;
+        let exp = now + ttl.as_secs() as i64;
+        let mut claims = Map::with_capacity(params.extra.len() + 7);
+        claims.insert("iss".into(), self.policy.issuer.clone().into());
+        claims.insert("sub".into(), params.subject.into());
+        match params.audience.len() {
+            0 => {}
+            1 => {
+                claims.insert("aud".into(), params.audience[0].clone().into());
+            }
+            _ => {
+                claims.insert("aud".into(), params.audience.into());
+            }
+        }
+        claims.insert("iat".into(), now.into());
+        claims.insert("nbf".into(), now.into());
+        claims.insert("exp".into(), exp.into());
+        claims.insert("jti".into(), jti.clone().into());
+        claims.extend(params.extra);
+        let keys = self.keys.load();
+        let key = keys.signing();
+        let mut header = jsonwebtoken::Header::new(key.alg);
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|e| Error::Internal(format!("signing with kid {}: {e}", key.kid)))?;
+        Ok(IssuedToken {
+            token,
+            jti,
+            expires_at: exp,
+            kid: key.kid.clone(),
+        })
+    }
+}
