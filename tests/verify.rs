@@ -1,0 +1,181 @@
+//! Every verdict, reached through the gRPC API, for both store kinds.
+
+mod common;
+
+use common::{RedisServer, TestServer, now, sign_hs};
+use revokd::proto::v1::{
+    IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request,
+};
+use serde_json::json;
+
+async fn verdict(server: &TestServer, token: &str, audience: &str) -> Verdict {
+    let resp = server
+        .client()
+        .await
+        .verify_token(VerifyTokenRequest {
+            token: token.into(),
+            audience: audience.into(),
+        })
+        .await
+        .expect("verify is not an RPC error")
+        .into_inner();
+    Verdict::try_from(resp.verdict).unwrap()
+}
+
+fn claims(exp_offset: i64) -> serde_json::Value {
+    let now = now();
+    json!({"iss": "revokd", "sub": "alice", "iat": now, "nbf": now, "exp": now + exp_offset, "jti": format!("j-{}", rand_suffix())})
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+async fn every_verdict(redis: Option<&RedisServer>) {
+    let server = TestServer::start(redis).await;
+    let mut client = server.client().await;
+
+    // VALID, with claims echoed back.
+    let issued = client
+        .issue_token(IssueTokenRequest {
+            subject: "alice".into(),
+            audience: vec!["web".into(), "api".into()],
+            claims: Some(revokd::proto::json_to_struct(
+                json!({"role": "admin"}).as_object().unwrap(),
+            )),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.key_id, "test-hs");
+    let resp = client
+        .verify_token(VerifyTokenRequest {
+            token: issued.token.clone(),
+            audience: "api".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.verdict, Verdict::Valid as i32);
+    assert_eq!(resp.subject, "alice");
+    assert_eq!(resp.jti, issued.jti);
+    assert_eq!(resp.audience, vec!["web", "api"]);
+    assert_eq!(resp.key_id, "test-hs");
+    assert_eq!(resp.expires_at, issued.expires_at);
+    let extra = revokd::proto::struct_to_json(resp.claims.unwrap()).unwrap();
+    assert_eq!(extra.get("role"), Some(&json!("admin")));
+
+    // WRONG_AUDIENCE.
+    assert_eq!(
+        verdict(&server, &issued.token, "billing").await,
+        Verdict::WrongAudience
+    );
+
+    // REVOKED.
+    client
+        .revoke_token(RevokeTokenRequest {
+            target: Some(revoke_token_request::Target::Token(issued.token.clone())),
+            reason: "logout".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(verdict(&server, &issued.token, "").await, Verdict::Revoked);
+
+    // EXPIRED: past exp by more than the 30 s leeway; within the leeway it is still valid.
+    assert_eq!(
+        verdict(&server, &sign_hs(&claims(-31), Some("test-hs")), "").await,
+        Verdict::Expired
+    );
+    assert_eq!(
+        verdict(&server, &sign_hs(&claims(-20), Some("test-hs")), "").await,
+        Verdict::Valid
+    );
+
+    // NOT_YET_VALID: nbf beyond the leeway.
+    let mut c = claims(600);
+    c["nbf"] = json!(now() + 120);
+    assert_eq!(
+        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        Verdict::NotYetValid
+    );
+
+    // WRONG_ISSUER.
+    let mut c = claims(600);
+    c["iss"] = json!("someone-else");
+    assert_eq!(
+        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        Verdict::WrongIssuer
+    );
+
+    // UNKNOWN_KEY: no kid, or a kid nobody has.
+    assert_eq!(
+        verdict(&server, &sign_hs(&claims(600), None), "").await,
+        Verdict::UnknownKey
+    );
+    assert_eq!(
+        verdict(&server, &sign_hs(&claims(600), Some("nope")), "").await,
+        Verdict::UnknownKey
+    );
+
+    // BAD_SIGNATURE: a flipped signature; and the right secret under the Ed25519 key's kid.
+    let good = sign_hs(&claims(600), Some("test-hs"));
+    let (msg, sig) = good.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
+    let tampered = format!("{msg}.{flipped}{}", &sig[1..]);
+    assert_eq!(verdict(&server, &tampered, "").await, Verdict::BadSignature);
+    assert_eq!(
+        verdict(&server, &sign_hs(&claims(600), Some("test-ed")), "").await,
+        Verdict::BadSignature
+    );
+
+    // alg none is refused, whatever the kid.
+    let b64 = |v: serde_json::Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "kid": "test-hs"})),
+        b64(claims(600))
+    );
+    assert_eq!(verdict(&server, &none, "").await, Verdict::BadSignature);
+
+    // MALFORMED: not a JWT, bad base64, missing jti, and above the size cap.
+    assert_eq!(
+        verdict(&server, "not-a-token", "").await,
+        Verdict::Malformed
+    );
+    assert_eq!(verdict(&server, "a.b.c", "").await, Verdict::Malformed);
+    let mut c = claims(600);
+    c.as_object_mut().unwrap().remove("jti");
+    assert_eq!(
+        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        Verdict::Malformed
+    );
+    let mut c = claims(600);
+    c["pad"] = json!("x".repeat(9000));
+    assert_eq!(
+        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        Verdict::Malformed
+    );
+
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_verdict_with_redis() {
+    let redis = RedisServer::start();
+    every_verdict(Some(&redis)).await;
+}
+
+#[tokio::test]
+async fn every_verdict_in_memory() {
+    every_verdict(None).await;
+}
