@@ -514,3 +514,129 @@ pub fn keygen(alg: KeygenAlg, kid: &str, dir: &Path) -> Result<std::path::PathBu
     std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io)?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sign_and_verify(ring: &KeyRing, kid: &str) {
+        let key = ring.get(kid).expect("kid loaded");
+        let signing = ring.signing();
+        assert_eq!(signing.kid, kid);
+        let message = b"header.payload";
+        let sig = jsonwebtoken::crypto::sign(message, &signing.encoding, signing.alg).unwrap();
+        assert!(jsonwebtoken::crypto::verify(&sig, message, &key.decoding, key.alg).unwrap());
+        assert!(
+            !jsonwebtoken::crypto::verify(&sig, b"header.other", &key.decoding, key.alg).unwrap()
+        );
+    }
+
+    #[test]
+    fn keygen_writes_keys_that_load_sign_and_verify() {
+        for (alg, kid, expected) in [
+            (KeygenAlg::EdDsa, "ed", Algorithm::EdDSA),
+            (KeygenAlg::Es256, "ec", Algorithm::ES256),
+            (KeygenAlg::Rs256, "rsa", Algorithm::RS256),
+            (KeygenAlg::Hs256, "hs", Algorithm::HS256),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = keygen(alg, kid, dir.path()).unwrap();
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(
+                    std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                    0o600
+                );
+            }
+            let ring = KeyRing::load_dir(dir.path(), None).unwrap();
+            assert_eq!(ring.get(kid).unwrap().alg, expected);
+            assert_eq!(
+                ring.get(kid).unwrap().public.is_none(),
+                alg == KeygenAlg::Hs256
+            );
+            sign_and_verify(&ring, kid);
+            // keygen never overwrites.
+            assert!(keygen(alg, kid, dir.path()).is_err());
+        }
+    }
+
+    #[test]
+    fn public_keys_verify_only_and_match_the_private_half() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(KeygenAlg::EdDsa, "signer", dir.path()).unwrap();
+        let ring = KeyRing::load_dir(dir.path(), None).unwrap();
+        let Some(PublicKey::Ed25519 { x }) = ring.get("signer").unwrap().public.clone() else {
+            panic!("ed25519 public key")
+        };
+        // Write the public half as SPKI PEM under another kid.
+        let mut spki = vec![
+            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+        ];
+        spki.extend_from_slice(&x);
+        std::fs::write(
+            dir.path().join("old.pem"),
+            pem::encode(&pem::Pem::new("PUBLIC KEY", spki)),
+        )
+        .unwrap();
+        let ring = KeyRing::load_dir(dir.path(), None).unwrap();
+        let old = ring.get("old").unwrap();
+        assert_eq!(old.alg, Algorithm::EdDSA);
+        assert_eq!(old.public, Some(PublicKey::Ed25519 { x }));
+        let sig =
+            jsonwebtoken::crypto::sign(b"m", &ring.signing().encoding, Algorithm::EdDSA).unwrap();
+        assert!(jsonwebtoken::crypto::verify(&sig, b"m", &old.decoding, old.alg).unwrap());
+    }
+
+    #[test]
+    fn signing_key_choice() {
+        let dir = tempfile::tempdir().unwrap();
+        keygen(KeygenAlg::EdDsa, "a", dir.path()).unwrap();
+        keygen(KeygenAlg::Hs256, "b", dir.path()).unwrap();
+        let err = KeyRing::load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("--signing-kid"), "{err}");
+        let ring = KeyRing::load_dir(dir.path(), Some("b")).unwrap();
+        assert_eq!(ring.signing().kid, "b");
+        assert!(ring.get("a").is_some(), "the other key still verifies");
+        assert!(KeyRing::load_dir(dir.path(), Some("zzz")).is_err());
+    }
+
+    #[test]
+    fn bad_key_files_are_refused_without_echoing_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short.secret"), b"too-short").unwrap();
+        let err = KeyRing::load_dir(dir.path(), None).unwrap_err().to_string();
+        assert!(err.contains("shorter than 32"), "{err}");
+        assert!(!err.contains("too-short"));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("junk.pem"),
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        assert!(KeyRing::load_dir(dir.path(), None).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            KeyRing::load_dir(dir.path(), None)
+                .unwrap_err()
+                .to_string()
+                .contains("no *.pem")
+        );
+    }
+
+    #[test]
+    fn kubernetes_secret_layout_loads() {
+        // A Secret volume: ..data -> ..2026_01_01, and <kid>.pem -> ..data/<kid>.pem.
+        let dir = tempfile::tempdir().unwrap();
+        let ts = dir.path().join("..2026_01_01");
+        std::fs::create_dir(&ts).unwrap();
+        keygen(KeygenAlg::EdDsa, "k1", &ts).unwrap();
+        std::os::unix::fs::symlink("..2026_01_01", dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/k1.pem", dir.path().join("k1.pem")).unwrap();
+        let ring = KeyRing::load_dir(dir.path(), None).unwrap();
+        assert_eq!(ring.signing().kid, "k1");
+        assert_eq!(ring.verifying_keys().len(), 1);
+    }
+}

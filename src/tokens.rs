@@ -413,3 +413,139 @@ impl TokenIssuer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KeygenAlg;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn setup() -> (TokenIssuer, TokenVerifier) {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::keygen(KeygenAlg::EdDsa, "ed", dir.path()).unwrap();
+        let keys = Arc::new(ArcSwap::from_pointee(
+            KeyRing::load_dir(dir.path(), None).unwrap(),
+        ));
+        let issuer = TokenIssuer::new(
+            keys.clone(),
+            IssuePolicy {
+                issuer: "revokd".into(),
+                default_ttl: Duration::from_secs(900),
+                max_ttl: Duration::from_secs(3600),
+            },
+        );
+        let verifier = TokenVerifier::new(
+            keys,
+            VerifyPolicy {
+                issuer: "revokd".into(),
+                leeway: Duration::from_secs(30),
+                max_token_bytes: 8192,
+            },
+        );
+        (issuer, verifier)
+    }
+
+    fn params(subject: &str) -> IssueParams {
+        IssueParams {
+            subject: subject.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn issued_tokens_carry_the_registered_claims() {
+        let (issuer, verifier) = setup();
+        let mut p = params("alice");
+        p.audience = vec!["web".into()];
+        p.extra.insert("role".into(), "admin".into());
+        let t = issuer.issue(p, NOW).unwrap();
+        assert_eq!(t.expires_at, NOW + 900);
+        assert_eq!(t.jti.len(), 22, "128 random bits, base64url");
+        let a = verifier.verify(&t.token, Some("web"), NOW).unwrap();
+        assert_eq!(a.kid, "ed");
+        let c = &a.claims;
+        assert_eq!((c.issuer.as_str(), c.subject.as_str()), ("revokd", "alice"));
+        assert_eq!(c.audience, vec!["web"]);
+        assert_eq!(
+            (c.issued_at, c.not_before, c.expires_at),
+            (Some(NOW), Some(NOW), NOW + 900)
+        );
+        assert_eq!(c.jti, t.jti);
+        assert_eq!(c.extra.get("role"), Some(&Value::from("admin")));
+        // Fresh jti every time.
+        assert_ne!(issuer.issue(params("alice"), NOW).unwrap().jti, t.jti);
+    }
+
+    #[test]
+    fn time_window_honours_the_leeway_exactly() {
+        let (issuer, verifier) = setup();
+        let t = issuer.issue(params("a"), NOW).unwrap().token;
+        let exp = NOW + 900;
+        assert!(verifier.verify(&t, None, exp + 30).is_ok());
+        assert_eq!(verifier.verify(&t, None, exp + 31), Err(Verdict::Expired));
+        assert!(verifier.verify(&t, None, NOW - 30).is_ok());
+        assert_eq!(
+            verifier.verify(&t, None, NOW - 31),
+            Err(Verdict::NotYetValid)
+        );
+    }
+
+    #[test]
+    fn issue_validates_its_input() {
+        let (issuer, _) = setup();
+        let field = |r: Result<IssuedToken, Error>| match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert_eq!(field(issuer.issue(params(""), NOW)), "subject");
+        let mut p = params("a");
+        p.ttl = Some(Duration::from_secs(3601));
+        assert_eq!(field(issuer.issue(p, NOW)), "ttl");
+        let mut p = params("a");
+        p.ttl = Some(Duration::from_millis(200));
+        assert_eq!(field(issuer.issue(p, NOW)), "ttl");
+        for name in RESERVED_CLAIMS {
+            let mut p = params("a");
+            p.extra.insert((*name).into(), 1.into());
+            assert_eq!(field(issuer.issue(p, NOW)), "claims");
+        }
+        let mut p = params("a");
+        p.audience = vec![String::new()];
+        assert_eq!(field(issuer.issue(p, NOW)), "audience");
+    }
+
+    #[test]
+    fn claims_parsing_accepts_standard_shapes_and_refuses_bad_types() {
+        let ok =
+            parse_claims(br#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10.7,"jti":"j"}"#).unwrap();
+        assert_eq!(ok.audience, vec!["a", "b"]);
+        assert_eq!(ok.expires_at, 10);
+        assert_eq!(
+            parse_claims(br#"{"aud":"a","exp":1,"jti":"j"}"#)
+                .unwrap()
+                .audience,
+            vec!["a"]
+        );
+        assert!(parse_claims(br#"{"exp":1}"#).is_none(), "jti required");
+        assert!(parse_claims(br#"{"jti":"j"}"#).is_none(), "exp required");
+        assert!(parse_claims(br#"{"exp":"soon","jti":"j"}"#).is_none());
+        assert!(parse_claims(br#"{"exp":1,"jti":"j","aud":[1]}"#).is_none());
+        assert!(parse_claims(br#"{"exp":1,"jti":"j","sub":5}"#).is_none());
+        assert!(parse_claims(b"[]").is_none());
+    }
+
+    #[test]
+    fn header_algorithm_must_be_the_keys() {
+        let (issuer, verifier) = setup();
+        let t = issuer.issue(params("a"), NOW).unwrap().token;
+        let (_, rest) = t.split_once('.').unwrap();
+        for alg in ["none", "HS256", "RS256", "ES256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"ed"}}"#));
+            assert_eq!(
+                verifier.verify(&format!("{header}.{rest}"), None, NOW),
+                Err(Verdict::BadSignature)
+            );
+        }
+    }
+}

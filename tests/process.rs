@@ -1,0 +1,178 @@
+//! The real binary: usage errors, keygen, health and reflection, SIGTERM drain.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::TestServer;
+use revokd::proto::v1::{IssueTokenRequest, Verdict, VerifyTokenRequest};
+
+const BIN: &str = env!("CARGO_BIN_EXE_revokd");
+
+#[test]
+fn bad_flag_values_print_one_line_and_exit_64() {
+    for args in [
+        vec!["serve", "--leeway", "soon"],
+        vec!["serve", "--grpc-addr", "nowhere"],
+        vec!["serve", "--default-ttl", "2h", "--max-ttl", "1h"],
+        vec!["serve", "--redis-url", "http://x"],
+    ] {
+        let out = Command::new(BIN).args(&args).env_clear().output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    }
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env_clear()
+        .env("REVOKD_LEEWAY", "later")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "environment values are checked too"
+    );
+}
+
+#[test]
+fn keygen_cli_writes_a_loadable_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, kid) in [
+        ("EdDSA", "a"),
+        ("ES256", "b"),
+        ("RS256", "c"),
+        ("HS256", "d"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["keygen", "--alg", alg, "--kid", kid, "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ring = revokd::keys::KeyRing::load_dir(dir.path(), Some("a")).unwrap();
+    assert_eq!(ring.verifying_keys().len(), 4);
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    let server = TestServer::start(None).await;
+    let channel = server.channel().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    for service in ["", "revokd.v1.TokenService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    }
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let req = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
+        panic!("list services response")
+    };
+    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"revokd.v1.TokenService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_clear()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let grpc_addr = loop {
+        let line = lines.next().expect("revokd logs its addresses").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        assert!(!line.contains("PRIVATE"), "no key material in logs");
+        if v["message"] == "revokd serving" {
+            break v["grpc_addr"].as_str().unwrap().to_string();
+        }
+    };
+    // The ephemeral key signs and verifies.
+    let mut client = revokd::proto::v1::token_service_client::TokenServiceClient::connect(format!(
+        "http://{grpc_addr}"
+    ))
+    .await
+    .unwrap();
+    let t = client
+        .issue_token(IssueTokenRequest {
+            subject: "a".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v = client
+        .verify_token(VerifyTokenRequest {
+            token: t.token.clone(),
+            audience: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.verdict, Verdict::Valid as i32);
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
+    assert!(
+        !rest.iter().any(|l| l.contains(&t.token)),
+        "tokens never logged"
+    );
+}
