@@ -1,14 +1,17 @@
 //! The token authority: what revokd does, independent of gRPC.
 //!
-//! Issue signs; verify authenticates, checks the time window, issuer and
-//! audience, then asks the revocation store; revoke stores a jti until its
-//! token would have expired. Every revocation emits one audit event on the
-//! `revokd::audit` log target.
+//! Issue signs; verify authenticates (or finds the token in the
+//! [`VerifiedTokenCache`]), checks the time window, issuer and audience, then
+//! asks the revocation store; revoke stores a jti until its token would have
+//! expired. Every revocation emits one audit event on the `revokd::audit` log
+//! target.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
-use crate::error::Error;
+use crate::cache::VerifiedTokenCache;
+use crate::error::{Error, StoreError};
+use crate::metrics::Metrics;
 use crate::revocation::RevocationStore;
 use crate::tokens::{
     AuthenticatedToken, IssueParams, IssuedToken, TokenIssuer, TokenVerifier, Verdict, unix_seconds,
@@ -49,11 +52,22 @@ pub enum RevokeTarget {
     Jti(String),
 }
 
+impl RevokeTarget {
+    fn kind(&self) -> &'static str {
+        match self {
+            RevokeTarget::Token(_) => "token",
+            RevokeTarget::Jti(_) => "jti",
+        }
+    }
+}
+
 /// Issue, verify and revoke, over one key ring and one revocation store.
 pub struct TokenAuthority {
     issuer: TokenIssuer,
     verifier: TokenVerifier,
     store: Arc<dyn RevocationStore>,
+    cache: VerifiedTokenCache,
+    metrics: Metrics,
 }
 
 impl TokenAuthority {
@@ -62,11 +76,15 @@ impl TokenAuthority {
         issuer: TokenIssuer,
         verifier: TokenVerifier,
         store: Arc<dyn RevocationStore>,
+        cache: VerifiedTokenCache,
+        metrics: Metrics,
     ) -> Self {
         TokenAuthority {
             issuer,
             verifier,
             store,
+            cache,
+            metrics,
         }
     }
 
@@ -75,11 +93,48 @@ impl TokenAuthority {
         &self.store
     }
 
+    /// The verified-token cache (cleared when keys change).
+    pub fn cache(&self) -> &VerifiedTokenCache {
+        &self.cache
+    }
+
+    fn observe_store<T>(
+        &self,
+        op: &'static str,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &r {
+            Ok(_) => self.metrics.store_ok(),
+            Err(_) => self.metrics.store_error(op),
+        }
+        r
+    }
+
     /// Signs a new token.
     pub fn issue(&self, params: IssueParams) -> Result<IssuedToken, Error> {
-        let issued = self.issuer.issue(params, unix_seconds(SystemTime::now()))?;
+        let result = self.issuer.issue(params, unix_seconds(SystemTime::now()));
+        self.metrics.issued(match &result {
+            Ok(_) => "ok",
+            Err(Error::InvalidArgument { .. }) => "invalid_argument",
+            Err(_) => "error",
+        });
+        let issued = result?;
         tracing::debug!(jti = %issued.jti, kid = %issued.kid, "token issued");
         Ok(issued)
+    }
+
+    /// Authenticates `token`, through the cache.
+    fn authenticate(&self, token: &str, now: i64) -> Result<Arc<AuthenticatedToken>, Verdict> {
+        if let Some(hit) = self.cache.get(token, now) {
+            return Ok(hit);
+        }
+        let authenticated = Arc::new(self.verifier.authenticate(token)?);
+        let until = authenticated
+            .claims
+            .expires_at
+            .saturating_add(self.verifier.policy().leeway.as_secs() as i64);
+        self.cache.insert(token, authenticated.clone(), until, now);
+        Ok(authenticated)
     }
 
     /// Verifies a token now. A bad token is a verdict; only a store failure is an error.
@@ -88,21 +143,35 @@ impl TokenAuthority {
         token: &str,
         audience: Option<&str>,
     ) -> Result<VerifyOutcome, Error> {
+        let started = Instant::now();
         let now = unix_seconds(SystemTime::now());
-        let authenticated = match self.verifier.verify(token, audience, now) {
-            Ok(t) => Arc::new(t),
+        let authenticated = match self.authenticate(token, now) {
+            Ok(t) => t,
             Err(verdict) => {
+                self.metrics.verified(verdict, started.elapsed());
                 return Ok(VerifyOutcome {
                     verdict,
                     token: None,
                 });
             }
         };
-        let verdict = if self.store.is_revoked(&authenticated.claims.jti).await? {
+        if let Err(verdict) = self.verifier.check(&authenticated, audience, now) {
+            self.metrics.verified(verdict, started.elapsed());
+            return Ok(VerifyOutcome {
+                verdict,
+                token: None,
+            });
+        }
+        let revoked = self.observe_store(
+            "is_revoked",
+            self.store.is_revoked(&authenticated.claims.jti).await,
+        )?;
+        let verdict = if revoked {
             Verdict::Revoked
         } else {
             Verdict::Valid
         };
+        self.metrics.verified(verdict, started.elapsed());
         Ok(VerifyOutcome {
             verdict,
             token: Some(authenticated),
@@ -111,6 +180,27 @@ impl TokenAuthority {
 
     /// Revokes a token or a jti; returns once the store has it.
     pub async fn revoke(&self, target: RevokeTarget, reason: &str) -> Result<RevokeOutcome, Error> {
+        let kind = target.kind();
+        let result = self.revoke_inner(target, reason).await;
+        self.metrics.revoked(
+            kind,
+            match &result {
+                Ok(o) if o.newly_revoked => "newly_revoked",
+                Ok(o) if o.until <= unix_seconds(SystemTime::now()) => "expired",
+                Ok(_) => "already_revoked",
+                Err(Error::InvalidArgument { .. }) => "invalid_argument",
+                Err(Error::Store(StoreError::Unavailable(_))) => "unavailable",
+                Err(_) => "error",
+            },
+        );
+        result
+    }
+
+    async fn revoke_inner(
+        &self,
+        target: RevokeTarget,
+        reason: &str,
+    ) -> Result<RevokeOutcome, Error> {
         let now = unix_seconds(SystemTime::now());
         let leeway = self.verifier.policy().leeway.as_secs() as i64;
         let (jti, until, subject, kid) = match target {
@@ -145,7 +235,7 @@ impl TokenAuthority {
         let newly_revoked = if until <= now {
             false
         } else {
-            self.store.revoke(&jti, until).await?
+            self.observe_store("revoke", self.store.revoke(&jti, until).await)?
         };
         tracing::info!(
             target: AUDIT_TARGET,

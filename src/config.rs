@@ -115,6 +115,26 @@ pub struct ServeConfig {
     /// How long a store command may take before it counts as unavailable.
     #[arg(long, env = "REVOKD_STORE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub store_timeout: Duration,
+
+    /// How VerifyToken checks revocation with Redis: from the push-synced in-process mirror, or
+    /// one Redis lookup per verify.
+    #[arg(
+        long,
+        env = "REVOKD_REVOCATION_CHECK",
+        value_enum,
+        default_value = "mirror"
+    )]
+    pub revocation_check: RevocationCheck,
+
+    /// While the mirror's invalidation stream is down, keep answering from the last synced mirror
+    /// for this long before falling back to Redis lookups (0: never).
+    #[arg(long, env = "REVOKD_STALE_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub stale_grace: Duration,
+
+    /// How many verified tokens to remember (signature and claims), so a token presented on every
+    /// request skips signature work; 0 disables the cache.
+    #[arg(long, env = "REVOKD_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
+    pub token_cache_size: usize,
 }
 
 impl ServeConfig {

@@ -9,11 +9,14 @@
 //! - [`config`]: command line and `REVOKD_*` environment (clap), validation.
 //! - [`keys`]: key files to keys by kid; which one signs; `keygen`.
 //! - [`tokens`]: issue and verify JWTs; pure, with the time passed in.
-//! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis and memory.
-//! - [`authority`]: issue, verify, revoke: tokens plus the store; audit events.
+//! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis, the
+//!   push-synced mirror in front of it, and memory.
+//! - [`cache`]: the verified-token cache (token bytes to verified claims).
+//! - [`authority`]: issue, verify, revoke: tokens, cache and store; audit events.
 //! - [`service`]: the gRPC `TokenService`: decode, call the authority, encode.
 //! - [`error`]: domain errors and their one mapping to gRPC statuses.
-//! - [`admin`]: admin HTTP (`/healthz`, `/readyz`).
+//! - [`metrics`]: Prometheus metric names and handles.
+//! - [`admin`]: admin HTTP (`/healthz`, `/readyz`, `/metrics`).
 //! - [`server`]: bind, serve gRPC and admin, drain on shutdown.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`telemetry`]: logging setup.
@@ -22,10 +25,12 @@
 
 pub mod admin;
 pub mod authority;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod metrics;
 pub mod proto;
 pub mod revocation;
 pub mod server;

@@ -13,11 +13,14 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{self, AdminState};
 use crate::authority::TokenAuthority;
-use crate::config::ServeConfig;
+use crate::cache::VerifiedTokenCache;
+use crate::config::{RevocationCheck, ServeConfig};
 use crate::keys::{KeyError, KeyRing};
+use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::revocation::RevocationStore;
 use crate::revocation::memory::MemoryStore;
+use crate::revocation::mirror::{MirrorSync, MirroredStore, RevocationMirror};
 use crate::revocation::redis::RedisStore;
 use crate::service::TokenGrpcService;
 use crate::tokens::{IssuePolicy, TokenIssuer, TokenVerifier, VerifyPolicy};
@@ -51,6 +54,8 @@ pub struct Server {
     admin: TcpListener,
     authority: Arc<TokenAuthority>,
     store: Arc<dyn RevocationStore>,
+    metrics: Metrics,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 impl Server {
@@ -70,14 +75,40 @@ impl Server {
         };
         tracing::info!(keys = ?ring, "keys loaded");
         let keys = Arc::new(ArcSwap::from_pointee(ring));
+        let prometheus = crate::metrics::install();
+        let metrics = Metrics::new();
         let store: Arc<dyn RevocationStore> = match &config.redis_url {
-            Some(url) => RedisStore::connect(url, &config.key_prefix, config.store_timeout)
+            Some(url) => {
+                let bad_url = |e| StartError::Config(format!("--redis-url: {e}"));
+                let redis = RedisStore::connect(
+                    url,
+                    &config.key_prefix,
+                    config.store_timeout,
+                    metrics.clone(),
+                )
                 .await
-                .map_err(|e| StartError::Config(format!("--redis-url: {e}")))?,
+                .map_err(bad_url)?;
+                match config.revocation_check {
+                    RevocationCheck::Redis => redis,
+                    RevocationCheck::Mirror => {
+                        let mirror = Arc::new(RevocationMirror::new());
+                        MirrorSync::start(
+                            url,
+                            &config.key_prefix,
+                            config.store_timeout,
+                            mirror.clone(),
+                            metrics.clone(),
+                        )
+                        .map_err(bad_url)?;
+                        Arc::new(MirroredStore::new(redis, mirror, config.stale_grace))
+                    }
+                }
+            }
             None => {
                 tracing::warn!(
                     "no --redis-url: revocations are kept in this process only, neither shared with other replicas nor durable"
                 );
+                metrics.store_ok();
                 MemoryStore::start(Duration::from_secs(1))
             }
         };
@@ -97,7 +128,14 @@ impl Server {
                 max_token_bytes: config.max_token_bytes,
             },
         );
-        let authority = Arc::new(TokenAuthority::new(issuer, verifier, store.clone()));
+        let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
+        let authority = Arc::new(TokenAuthority::new(
+            issuer,
+            verifier,
+            store.clone(),
+            cache,
+            metrics.clone(),
+        ));
         let bind = |addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -111,6 +149,8 @@ impl Server {
             admin,
             authority,
             store,
+            metrics,
+            prometheus,
         })
     }
 
@@ -159,6 +199,7 @@ impl Server {
             .add_service(reflection)
             .add_service(TokenServiceServer::new(TokenGrpcService::new(
                 self.authority.clone(),
+                self.metrics.clone(),
             )))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc),
@@ -166,6 +207,8 @@ impl Server {
             );
         let admin_router = admin::router(AdminState {
             store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            prometheus: self.prometheus.clone(),
         });
         let admin_server =
             axum::serve(self.admin, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));

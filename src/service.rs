@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authority::{RevokeTarget, TokenAuthority};
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenService;
 use crate::proto::v1::{
     IssueTokenRequest, IssueTokenResponse, RevokeTokenRequest, RevokeTokenResponse,
@@ -20,12 +21,29 @@ use crate::tokens::{IssueParams, Verdict};
 #[derive(Clone)]
 pub struct TokenGrpcService {
     authority: Arc<TokenAuthority>,
+    metrics: Metrics,
 }
 
 impl TokenGrpcService {
     /// Serves `authority`.
-    pub fn new(authority: Arc<TokenAuthority>) -> Self {
-        TokenGrpcService { authority }
+    pub fn new(authority: Arc<TokenAuthority>, metrics: Metrics) -> Self {
+        TokenGrpcService { authority, metrics }
+    }
+
+    /// Counts the call by method and status code; errors become statuses here.
+    fn reply<T>(
+        &self,
+        method: &'static str,
+        result: Result<T, Error>,
+    ) -> Result<Response<T>, Status> {
+        let result = result.map(Response::new).map_err(Status::from);
+        self.metrics.grpc(
+            method,
+            result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok),
+        );
+        result
     }
 }
 
@@ -58,7 +76,28 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<IssueTokenRequest>,
     ) -> Result<Response<IssueTokenResponse>, Status> {
-        let req = request.into_inner();
+        self.reply("IssueToken", self.issue(request.into_inner()))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<VerifyTokenRequest>,
+    ) -> Result<Response<VerifyTokenResponse>, Status> {
+        let result = self.verify(request.get_ref()).await;
+        self.reply("VerifyToken", result)
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let result = self.revoke(request.into_inner()).await;
+        self.reply("RevokeToken", result)
+    }
+}
+
+impl TokenGrpcService {
+    fn issue(&self, req: IssueTokenRequest) -> Result<IssueTokenResponse, Error> {
         let params = IssueParams {
             subject: req.subject,
             ttl: req.ttl.map(ttl_from_proto).transpose()?,
@@ -69,19 +108,15 @@ impl TokenService for TokenGrpcService {
             },
         };
         let issued = self.authority.issue(params)?;
-        Ok(Response::new(IssueTokenResponse {
+        Ok(IssueTokenResponse {
             token: issued.token,
             jti: issued.jti,
             expires_at: Some(timestamp(issued.expires_at)),
             key_id: issued.kid,
-        }))
+        })
     }
 
-    async fn verify_token(
-        &self,
-        request: Request<VerifyTokenRequest>,
-    ) -> Result<Response<VerifyTokenResponse>, Status> {
-        let req = request.get_ref();
+    async fn verify(&self, req: &VerifyTokenRequest) -> Result<VerifyTokenResponse, Error> {
         let audience = (!req.audience.is_empty()).then_some(req.audience.as_str());
         let outcome = self.authority.verify(&req.token, audience).await?;
         let mut resp = VerifyTokenResponse {
@@ -100,24 +135,20 @@ impl TokenService for TokenGrpcService {
                 resp.claims = Some(json_to_struct(&c.extra));
             }
         }
-        Ok(Response::new(resp))
+        Ok(resp)
     }
 
-    async fn revoke_token(
-        &self,
-        request: Request<RevokeTokenRequest>,
-    ) -> Result<Response<RevokeTokenResponse>, Status> {
-        let req = request.into_inner();
+    async fn revoke(&self, req: RevokeTokenRequest) -> Result<RevokeTokenResponse, Error> {
         let target = match req.target {
             Some(revoke_token_request::Target::Token(t)) => RevokeTarget::Token(t),
             Some(revoke_token_request::Target::Jti(j)) => RevokeTarget::Jti(j),
-            None => return Err(Error::invalid("target", "set either token or jti").into()),
+            None => return Err(Error::invalid("target", "set either token or jti")),
         };
         let outcome = self.authority.revoke(target, &req.reason).await?;
-        Ok(Response::new(RevokeTokenResponse {
+        Ok(RevokeTokenResponse {
             newly_revoked: outcome.newly_revoked,
             expires_at: Some(timestamp(outcome.until)),
             jti: outcome.jti,
-        }))
+        })
     }
 }

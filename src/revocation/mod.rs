@@ -1,11 +1,13 @@
-//! Where revocations live: the [`RevocationStore`] trait and its two
-//! implementations, Redis ([`redis::RedisStore`]) and in-process memory
-//! ([`memory::MemoryStore`]).
+//! Where revocations live: the [`RevocationStore`] trait and its
+//! implementations: Redis ([`redis::RedisStore`]), Redis answered from a
+//! push-synced in-process mirror ([`mirror::MirroredStore`]), and in-process
+//! memory ([`memory::MemoryStore`]).
 //!
 //! A revocation is a token id (jti) kept until an absolute expiry: the token's
 //! own `exp` plus the verify leeway, after which the token is dead anyway.
 
 pub mod memory;
+pub mod mirror;
 pub mod redis;
 
 use crate::error::StoreError;

@@ -17,6 +17,7 @@ use fred::prelude::*;
 use fred::types::RespVersion;
 
 use crate::error::StoreError;
+use crate::metrics::Metrics;
 use crate::revocation::RevocationStore;
 
 /// Revocations in Redis.
@@ -45,6 +46,7 @@ impl RedisStore {
         url: &str,
         prefix: &str,
         timeout: Duration,
+        metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
         let mut config =
             Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -67,9 +69,12 @@ impl RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let connected = Arc::new(AtomicBool::new(false));
         let flag = connected.clone();
+        let m = metrics.clone();
         client.on_error(move |(error, _server)| {
             let flag = flag.clone();
+            let m = m.clone();
             async move {
+                m.store_error("connection");
                 if flag.swap(false, Ordering::SeqCst) {
                     tracing::warn!(error = %error, "redis connection lost");
                 }
@@ -79,8 +84,10 @@ impl RedisStore {
         let flag = connected.clone();
         client.on_reconnect(move |server| {
             let flag = flag.clone();
+            let m = metrics.clone();
             async move {
                 flag.store(true, Ordering::SeqCst);
+                m.store_ok();
                 tracing::info!(server = %server, "redis connected");
                 Ok(())
             }

@@ -1,0 +1,203 @@
+//! The verified-token cache: a token's exact bytes -> its authenticated
+//! claims, kept until the token's expiry (plus leeway), so a session token
+//! presented on every request skips header parsing, signature work and claims
+//! parsing. Only the signature-and-claims stage is cached: time window, issuer,
+//! audience and revocation are checked on every verify. Bad tokens are never
+//! cached, so garbage cannot crowd out good entries.
+//!
+//! Bounded: when a shard is full, expired entries go first, then an
+//! arbitrary one (hash order, i.e. effectively random).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, Mutex};
+
+use crate::metrics::Metrics;
+use crate::tokens::AuthenticatedToken;
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Entry {
+    /// The exact token, compared on every hit (the map key is only its hash).
+    token: Box<str>,
+    value: Arc<AuthenticatedToken>,
+    /// Unix seconds after which the entry is useless.
+    until: i64,
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
+
+/// A bounded map from token bytes to verified claims.
+pub struct VerifiedTokenCache {
+    key: RandomState,
+    // std Mutex per shard: held for one map operation, never across an .await;
+    // sharding keeps two cores from queueing on one lock.
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    metrics: Metrics,
+}
+
+impl VerifiedTokenCache {
+    /// A cache of about `capacity` tokens; 0 disables it.
+    pub fn new(capacity: usize, metrics: Metrics) -> Self {
+        let per_shard = capacity.div_ceil(SHARDS);
+        VerifiedTokenCache {
+            key: RandomState::new(),
+            shards: (0..if capacity == 0 { 0 } else { SHARDS })
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+            per_shard,
+            metrics,
+        }
+    }
+
+    fn shard(&self, h: u64) -> std::sync::MutexGuard<'_, Shard> {
+        let shard = &self.shards[(h as usize) % SHARDS];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached authentication of `token`, if still useful at `now`.
+    pub fn get(&self, token: &str, now: i64) -> Option<Arc<AuthenticatedToken>> {
+        if self.shards.is_empty() {
+            return None;
+        }
+        let h = self.key.hash_one(token);
+        let found = {
+            let shard = self.shard(h);
+            shard
+                .get(&h)
+                .filter(|e| e.until >= now && *e.token == *token)
+                .map(|e| e.value.clone())
+        };
+        self.metrics.cache_lookup(found.is_some());
+        found
+    }
+
+    /// Remembers that `token` authenticated as `value`, until `until` (Unix seconds).
+    pub fn insert(&self, token: &str, value: Arc<AuthenticatedToken>, until: i64, now: i64) {
+        if self.shards.is_empty() || until < now {
+            return;
+        }
+        let h = self.key.hash_one(token);
+        let mut evicted = 0;
+        {
+            let mut shard = self.shard(h);
+            if shard.len() >= self.per_shard && !shard.contains_key(&h) {
+                let before = shard.len();
+                shard.retain(|_, e| e.until >= now);
+                if shard.len() >= self.per_shard
+                    && let Some(victim) = shard.keys().next().copied()
+                {
+                    shard.remove(&victim);
+                }
+                evicted = before - shard.len();
+            }
+            shard.insert(
+                h,
+                Entry {
+                    token: token.into(),
+                    value,
+                    until,
+                },
+            );
+        }
+        if evicted > 0 {
+            self.metrics.cache_evicted(evicted as u64, self.len());
+        }
+    }
+
+    /// Forgets everything (after a key change).
+    pub fn clear(&self) {
+        for s in &self.shards {
+            s.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+        self.metrics.cache_entries(0);
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::Claims;
+
+    fn token(jti: &str) -> Arc<AuthenticatedToken> {
+        Arc::new(AuthenticatedToken {
+            kid: "k".into(),
+            claims: Claims {
+                issuer: "i".into(),
+                subject: "s".into(),
+                audience: vec![],
+                issued_at: None,
+                not_before: None,
+                expires_at: 100,
+                jti: jti.into(),
+                extra: Default::default(),
+            },
+        })
+    }
+
+    #[test]
+    fn hits_until_expiry_and_exact_bytes_only() {
+        let cache = VerifiedTokenCache::new(100, Metrics::new());
+        cache.insert("tok-a", token("a"), 130, 50);
+        assert_eq!(cache.get("tok-a", 130).unwrap().claims.jti, "a");
+        assert!(cache.get("tok-a", 131).is_none(), "expired");
+        assert!(cache.get("tok-b", 60).is_none());
+        cache.clear();
+        assert!(cache.get("tok-a", 60).is_none());
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let cache = VerifiedTokenCache::new(64, Metrics::new());
+        for i in 0..10_000 {
+            cache.insert(&format!("tok-{i}"), token("x"), 1_000, 0);
+        }
+        assert!(cache.len() <= 64, "{}", cache.len());
+        // Expired entries are dropped before live ones: every shard full of expired
+        // entries, one insert purges its whole shard.
+        let cache = VerifiedTokenCache::new(64, Metrics::new());
+        for i in 0..1_000 {
+            cache.insert(&format!("old-{i}"), token("o"), 10, 0);
+        }
+        assert_eq!(cache.len(), 64);
+        cache.insert("new", token("n"), 1_000, 20);
+        assert!(cache.get("new", 20).is_some());
+        assert!(cache.len() <= 61, "{}", cache.len());
+    }
+
+    #[test]
+    fn zero_capacity_disables() {
+        let cache = VerifiedTokenCache::new(0, Metrics::new());
+        cache.insert("t", token("a"), 1_000, 0);
+        assert!(cache.get("t", 0).is_none());
+    }
+}

@@ -1,0 +1,265 @@
+//! Prometheus metrics (metrics-exporter-prometheus), rendered at `/metrics`.
+//!
+//! Names follow Prometheus rules: prefix `revokd_`, base units, counters end
+//! in `_total`, label values from small fixed sets (verdict, method, code,
+//! result, target, op): never a subject, jti or token. Handles are created
+//! once so the hot path does no registry lookup.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::tokens::Verdict;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
+                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            describe();
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawn metrics upkeep thread");
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!("revokd_verify_total", "VerifyToken calls by verdict.");
+    describe_histogram!(
+        "revokd_verify_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to reach a verdict (authentication, checks and revocation lookup), in seconds."
+    );
+    describe_counter!("revokd_issue_total", "IssueToken calls by result.");
+    describe_counter!(
+        "revokd_revoke_total",
+        "Revocations by target kind and result."
+    );
+    describe_counter!(
+        "revokd_grpc_requests_total",
+        "gRPC calls by method and status code."
+    );
+    describe_counter!(
+        "revokd_store_errors_total",
+        "Failed revocation store operations by operation."
+    );
+    describe_gauge!(
+        "revokd_store_up",
+        "1 when the revocation store answered its last operation, else 0."
+    );
+    describe_gauge!(
+        "revokd_mirror_entries",
+        "Revocations held in the in-process mirror."
+    );
+    describe_gauge!(
+        "revokd_mirror_synced",
+        "1 when the mirror receives every change under the prefix, else 0."
+    );
+    describe_gauge!(
+        "revokd_mirror_last_resync_timestamp_seconds",
+        metrics::Unit::Seconds,
+        "Unix time of the mirror's last completed full resync."
+    );
+    describe_counter!(
+        "revokd_token_cache_hits_total",
+        "Verified-token cache hits."
+    );
+    describe_counter!(
+        "revokd_token_cache_misses_total",
+        "Verified-token cache misses."
+    );
+    describe_counter!(
+        "revokd_token_cache_evictions_total",
+        "Verified-token cache evictions to make room."
+    );
+    describe_gauge!(
+        "revokd_token_cache_entries",
+        "Tokens held in the verified-token cache."
+    );
+    describe_histogram!(
+        "revokd_revocation_propagation_seconds",
+        metrics::Unit::Seconds,
+        "Delay from a revocation being written to Redis to this instance's mirror having it, in seconds."
+    );
+    describe_gauge!(
+        "revokd_build_info",
+        "Build information; the value is always 1."
+    );
+}
+
+struct Inner {
+    verify: Vec<Counter>,
+    verify_duration: Histogram,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_entries: Gauge,
+    mirror_entries: Gauge,
+    mirror_synced: Gauge,
+    mirror_last_resync: Gauge,
+    propagation: Histogram,
+    store_up: Gauge,
+}
+
+/// Pre-registered metric handles, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every handle with the installed recorder (no-ops if none is installed).
+    pub fn new() -> Self {
+        gauge!(
+            "revokd_build_info",
+            "version" => env!("CARGO_PKG_VERSION"),
+            "git_sha" => option_env!("REVOKD_GIT_SHA").unwrap_or("unknown")
+        )
+        .set(1.0);
+        Metrics(Arc::new(Inner {
+            verify: Verdict::ALL
+                .iter()
+                .map(|v| counter!("revokd_verify_total", "verdict" => v.as_str()))
+                .collect(),
+            verify_duration: histogram!("revokd_verify_duration_seconds"),
+            cache_hits: counter!("revokd_token_cache_hits_total"),
+            cache_misses: counter!("revokd_token_cache_misses_total"),
+            cache_evictions: counter!("revokd_token_cache_evictions_total"),
+            cache_entries: gauge!("revokd_token_cache_entries"),
+            mirror_entries: gauge!("revokd_mirror_entries"),
+            mirror_synced: gauge!("revokd_mirror_synced"),
+            mirror_last_resync: gauge!("revokd_mirror_last_resync_timestamp_seconds"),
+            propagation: histogram!("revokd_revocation_propagation_seconds"),
+            store_up: gauge!("revokd_store_up"),
+        }))
+    }
+
+    /// One verification finished with `verdict` after `took`.
+    pub fn verified(&self, verdict: Verdict, took: Duration) {
+        let i = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
+        self.0.verify[i].increment(1);
+        self.0.verify_duration.record(took.as_secs_f64());
+    }
+
+    /// An IssueToken call ended with `result` (`ok`, `invalid_argument`, `error`).
+    pub fn issued(&self, result: &'static str) {
+        counter!("revokd_issue_total", "result" => result).increment(1);
+    }
+
+    /// A revocation of `target` (`token`, `jti`, ...) ended with `result`.
+    pub fn revoked(&self, target: &'static str, result: &'static str) {
+        counter!("revokd_revoke_total", "target" => target, "result" => result).increment(1);
+    }
+
+    /// A gRPC call to `method` ended with `code`.
+    pub fn grpc(&self, method: &'static str, code: tonic::Code) {
+        counter!("revokd_grpc_requests_total", "method" => method, "code" => code_name(code))
+            .increment(1);
+    }
+
+    /// A store operation `op` failed.
+    pub fn store_error(&self, op: &'static str) {
+        counter!("revokd_store_errors_total", "op" => op).increment(1);
+        self.0.store_up.set(0.0);
+    }
+
+    /// The store answered.
+    pub fn store_ok(&self) {
+        self.0.store_up.set(1.0);
+    }
+
+    /// Verified-token cache: a hit or a miss.
+    pub fn cache_lookup(&self, hit: bool) {
+        if hit {
+            self.0.cache_hits.increment(1);
+        } else {
+            self.0.cache_misses.increment(1);
+        }
+    }
+
+    /// Verified-token cache: `n` entries evicted; `entries` held now.
+    pub fn cache_evicted(&self, n: u64, entries: usize) {
+        self.0.cache_evictions.increment(n);
+        self.0.cache_entries.set(entries as f64);
+    }
+
+    /// Verified-token cache size.
+    pub fn cache_entries(&self, entries: usize) {
+        self.0.cache_entries.set(entries as f64);
+    }
+
+    /// Mirror size.
+    pub fn mirror_entries(&self, n: usize) {
+        self.0.mirror_entries.set(n as f64);
+    }
+
+    /// Mirror sync state.
+    pub fn mirror_synced(&self, synced: bool) {
+        self.0.mirror_synced.set(if synced { 1.0 } else { 0.0 });
+    }
+
+    /// A full resync finished at `at_ms` (Unix ms).
+    pub fn mirror_resynced(&self, at_ms: i64) {
+        self.0.mirror_last_resync.set(at_ms as f64 / 1000.0);
+    }
+
+    /// A revocation reached the mirror `lag` after it was written.
+    pub fn propagation(&self, lag: Duration) {
+        self.0.propagation.record(lag.as_secs_f64());
+    }
+}
+
+/// The canonical upper-case name of a gRPC code.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
