@@ -492,11 +492,11 @@ impl MirrorSync {
                 if !self.mirror.is_synced() {
                     self.trigger_resync();
                 }
-                if n % 4 == 0 {
+                if n.is_multiple_of(4) {
                     let _: Result<String, _> = self.client.ping(None).await;
                 }
             }
-            if n % 40 == 0 {
+            if n.is_multiple_of(40) {
                 self.mirror
                     .purge(crate::tokens::unix_seconds(SystemTime::now()));
             }
