@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::admin::{self, AdminState};
 use crate::authority::TokenAuthority;
@@ -202,7 +201,8 @@ impl Server {
                 self.metrics.clone(),
             )))
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc),
+                // Small unary replies must not wait for Nagle's algorithm.
+                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             );
         let admin_router = admin::router(AdminState {

@@ -59,6 +59,8 @@ fn redis_server_binary() -> PathBuf {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// With a data directory, writes survive a restart (AOF, fsync always).
+    data: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -66,23 +68,39 @@ impl RedisServer {
         let mut s = RedisServer {
             port: free_port(),
             child: None,
+            data: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// A server whose data survives [`RedisServer::restart`].
+    pub fn start_persistent() -> Self {
+        let mut s = RedisServer {
+            port: free_port(),
+            child: None,
+            data: Some(tempfile::tempdir().unwrap()),
         };
         s.spawn();
         s
     }
 
     fn spawn(&mut self) {
-        let child = Command::new(redis_server_binary())
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
+        let port = self.port.to_string();
+        let mut args = vec!["--port", &port, "--bind", "127.0.0.1", "--save", ""];
+        match &self.data {
+            Some(dir) => args.extend([
+                "--dir",
+                dir.path().to_str().unwrap(),
                 "--appendonly",
-                "no",
-            ])
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => args.extend(["--appendonly", "no"]),
+        }
+        let child = Command::new(redis_server_binary())
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -110,7 +128,7 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port (empty unless persistent).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
@@ -281,4 +299,154 @@ pub fn now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
+}
+
+/// Runs the real `redis-cli` against `redis`; returns its trimmed stdout.
+pub fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs (it comes with redis-server)");
+    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `metric(&text, "revokd_verify_total{verdict=\"valid\"}")`.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+}
+
+/// The real `revokd serve` binary as a child process; SIGTERMed and reaped on drop.
+pub struct RevokdProcess {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    child: Child,
+}
+
+impl RevokdProcess {
+    /// Starts `revokd serve` on port 0 with `args`; returns once it logged its addresses.
+    pub fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_revokd"))
+            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env_clear()
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn revokd");
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (grpc, admin) = loop {
+            let line = lines.next().expect("revokd logs its addresses").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+            if v["message"] == "revokd serving" {
+                break (
+                    v["grpc_addr"].as_str().unwrap().parse().unwrap(),
+                    v["admin_addr"].as_str().unwrap().parse().unwrap(),
+                );
+            }
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        RevokdProcess {
+            grpc_addr: grpc,
+            admin_addr: admin,
+            child,
+        }
+    }
+
+    pub async fn client(&self) -> TokenServiceClient<Channel> {
+        TokenServiceClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .expect("client connects")
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin_addr, "/metrics").await.1
+    }
+
+    /// Waits until its revocation mirror reports synced.
+    pub async fn wait_synced(&self) {
+        eventually(Duration::from_secs(10), "mirror synced", || async {
+            metric(&self.metrics().await, "revokd_mirror_synced") == Some(1.0)
+        })
+        .await;
+    }
+}
+
+impl Drop for RevokdProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP proxy on a free loopback port that can cut every connection through
+/// it (and refuse new ones) to simulate a network partition.
+pub struct TcpProxy {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let (o, c) = (open.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        TcpProxy {
+            port,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
 }

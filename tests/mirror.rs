@@ -1,0 +1,264 @@
+//! The revocation mirror across processes: two real revokd processes on one
+//! real Redis, propagation delay, partitions, Redis restarts, and revocations
+//! written or deleted behind revokd's back with redis-cli.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RedisServer, RevokdProcess, TcpProxy, eventually, keys_dir, metric, redis_cli};
+use revokd::proto::v1::token_service_client::TokenServiceClient;
+use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
+use tonic::transport::Channel;
+
+fn args<'a>(keys: &'a tempfile::TempDir, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--keys-dir",
+        keys.path().to_str().unwrap(),
+        "--signing-kid",
+        "test-hs",
+        "--redis-url",
+        url,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+async fn issue(c: &mut TokenServiceClient<Channel>) -> (String, String) {
+    let r = c
+        .issue_token(IssueTokenRequest {
+            subject: "alice".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.token, r.jti)
+}
+
+/// The verdict, or None for an RPC error (UNAVAILABLE).
+async fn verify(c: &mut TokenServiceClient<Channel>, token: &str) -> Result<Verdict, tonic::Code> {
+    c.verify_token(VerifyTokenRequest {
+        token: token.into(),
+        audience: String::new(),
+    })
+    .await
+    .map(|r| Verdict::try_from(r.into_inner().verdict).unwrap())
+    .map_err(|s| s.code())
+}
+
+async fn revoke(c: &mut TokenServiceClient<Channel>, token: &str) {
+    c.revoke_token(RevokeTokenRequest {
+        target: Some(revoke_token_request::Target::Token(token.into())),
+        reason: "test".into(),
+    })
+    .await
+    .unwrap();
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_on_a_is_seen_by_b_quickly_and_never_unseen() {
+    let redis = RedisServer::start();
+    let keys = keys_dir();
+    let url = redis.url();
+    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+
+    let mut delays = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        let (token, _) = issue(&mut ca).await;
+        assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Valid));
+        revoke(&mut ca, &token).await;
+        let returned = Instant::now();
+        loop {
+            match verify(&mut cb, &token).await {
+                Ok(Verdict::Revoked) => break,
+                Ok(Verdict::Valid) => assert!(returned.elapsed() < Duration::from_secs(1), "not REVOKED on B within 1 s"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        delays.push(returned.elapsed());
+        // Once B has seen it, B never says VALID again.
+        for _ in 0..3 {
+            assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Revoked));
+        }
+    }
+    delays.sort();
+    let text = b.metrics().await;
+    let propagated = metric(&text, "revokd_revocation_propagation_seconds_count").unwrap_or(0.0);
+    eprintln!(
+        "propagation A.RevokeToken returned -> B first REVOKED over {} revocations: p50 {:?}, p99 {:?}, max {:?}; B's mirror received {propagated} by push",
+        delays.len(),
+        percentile(&delays, 0.50),
+        percentile(&delays, 0.99),
+        delays.last().unwrap()
+    );
+    assert!(propagated >= 1000.0, "B learnt of revocations through invalidations");
+    // Steady state is mirror-only: no fallback to per-request lookups happened.
+    assert_eq!(metric(&text, "revokd_mirror_synced"), Some(1.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_instance_fails_closed_then_catches_up() {
+    let redis = RedisServer::start();
+    let keys = keys_dir();
+    let url = redis.url();
+    let proxy = TcpProxy::start(redis.port).await;
+    let proxy_url = proxy.url();
+    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&args(&keys, &proxy_url, &[]));
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let (token, jti) = issue(&mut ca).await;
+    assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Valid));
+
+    proxy.cut();
+    // B can no longer learn of revocations: it must not answer VALID.
+    eventually(Duration::from_secs(5), "B fails closed while cut off", || {
+        let mut cb = cb.clone();
+        let token = token.clone();
+        async move { verify(&mut cb, &token).await == Err(tonic::Code::Unavailable) }
+    })
+    .await;
+    assert_eq!(metric(&b.metrics().await, "revokd_mirror_synced"), Some(0.0));
+    revoke(&mut ca, &token).await;
+    assert_eq!(redis_cli(&redis, &["EXISTS", &format!("revokd:jti:{jti}")]), "1");
+    for _ in 0..20 {
+        assert_ne!(verify(&mut cb, &token).await, Ok(Verdict::Valid));
+    }
+
+    proxy.restore();
+    // After reconnecting, B resyncs and enforces what it missed.
+    b.wait_synced().await;
+    assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Revoked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_grace_lets_the_last_mirror_answer_for_a_while() {
+    let redis = RedisServer::start();
+    let keys = keys_dir();
+    let proxy = TcpProxy::start(redis.port).await;
+    let proxy_url = proxy.url();
+    let b = RevokdProcess::spawn(&args(&keys, &proxy_url, &["--stale-grace", "1h"]));
+    b.wait_synced().await;
+    let mut cb = b.client().await;
+    let (good, _) = issue(&mut cb).await;
+    let (bad, _) = issue(&mut cb).await;
+    revoke(&mut cb, &bad).await;
+
+    proxy.cut();
+    eventually(Duration::from_secs(5), "mirror marked unsynced", || async {
+        metric(&b.metrics().await, "revokd_mirror_synced") == Some(0.0)
+    })
+    .await;
+    // Within the grace the last synced mirror answers: no UNAVAILABLE, revocations still enforced.
+    assert_eq!(verify(&mut cb, &good).await, Ok(Verdict::Valid));
+    assert_eq!(verify(&mut cb, &bad).await, Ok(Verdict::Revoked));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_both_instances_resync() {
+    let mut redis = RedisServer::start_persistent();
+    let keys = keys_dir();
+    let url = redis.url();
+    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let (mut ca, mut cb) = (a.client().await, b.client().await);
+    let (before, _) = issue(&mut ca).await;
+    revoke(&mut ca, &before).await;
+
+    redis.restart();
+    for p in [&a, &b] {
+        eventually(Duration::from_secs(10), "resynced after the restart", || async {
+            let text = p.metrics().await;
+            metric(&text, "revokd_mirror_synced") == Some(1.0)
+                && metric(&text, "revokd_mirror_entries").unwrap_or(0.0) >= 1.0
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(10), "A can revoke again", || {
+        let mut ca = ca.clone();
+        async move {
+            ca.revoke_token(RevokeTokenRequest {
+                target: Some(revoke_token_request::Target::Jti("probe".into())),
+                reason: String::new(),
+            })
+            .await
+            .is_ok()
+        }
+    })
+    .await;
+    assert_eq!(verify(&mut ca, &before).await, Ok(Verdict::Revoked));
+    assert_eq!(verify(&mut cb, &before).await, Ok(Verdict::Revoked));
+    let (after, _) = issue(&mut ca).await;
+    assert_eq!(verify(&mut cb, &after).await, Ok(Verdict::Valid));
+    revoke(&mut ca, &after).await;
+    eventually(Duration::from_secs(1), "B enforces a revocation made after the restart", || {
+        let mut cb = cb.clone();
+        let after = after.clone();
+        async move { verify(&mut cb, &after).await == Ok(Verdict::Revoked) }
+    })
+    .await;
+}
+
+async fn redis_cli_writes_are_enforced(mode: &str) {
+    let redis = RedisServer::start();
+    let keys = keys_dir();
+    let url = redis.url();
+    let a = RevokdProcess::spawn(&args(&keys, &url, &["--revocation-check", mode]));
+    if mode == "mirror" {
+        a.wait_synced().await;
+    }
+    let mut ca = a.client().await;
+    let (token, jti) = issue(&mut ca).await;
+    assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Valid));
+    let key = format!("revokd:jti:{jti}");
+    let exat = (common::now() + 3600).to_string();
+
+    redis_cli(&redis, &["SET", &key, "by-hand", "EXAT", &exat]);
+    eventually(Duration::from_secs(1), "a key set with redis-cli is enforced", || {
+        let mut ca = ca.clone();
+        let token = token.clone();
+        async move { verify(&mut ca, &token).await == Ok(Verdict::Revoked) }
+    })
+    .await;
+
+    redis_cli(&redis, &["DEL", &key]);
+    eventually(Duration::from_secs(1), "a key deleted with redis-cli stops being enforced", || {
+        let mut ca = ca.clone();
+        let token = token.clone();
+        async move { verify(&mut ca, &token).await == Ok(Verdict::Valid) }
+    })
+    .await;
+
+    // FLUSHALL sends no per-key invalidation; a stale mirror entry is confirmed against Redis.
+    redis_cli(&redis, &["SET", &key, "by-hand", "EXAT", &exat]);
+    eventually(Duration::from_secs(1), "set again", || {
+        let mut ca = ca.clone();
+        let token = token.clone();
+        async move { verify(&mut ca, &token).await == Ok(Verdict::Revoked) }
+    })
+    .await;
+    redis_cli(&redis, &["FLUSHALL"]);
+    assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Valid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_writes_are_enforced_with_the_mirror() {
+    redis_cli_writes_are_enforced("mirror").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_writes_are_enforced_with_redis_lookups() {
+    redis_cli_writes_are_enforced("redis").await;
+}
