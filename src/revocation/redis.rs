@@ -10,7 +10,7 @@
 //! [`StoreError::Unavailable`]: revokd fails closed and never guesses.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fred::prelude::*;
@@ -20,15 +20,28 @@ use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::revocation::RevocationStore;
 
+/// After this long, fred's connection state outranks a drop event.
+const STALE_DROP_MS: i64 = 500;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Revocations in Redis.
 pub struct RedisStore {
     client: Client,
     prefix: String,
     /// Per-command options: fail at once while disconnected, and time out.
     options: Options,
-    /// Cleared the moment a connection drops (fred's own state lags by one
-    /// reconnect delay), set again on every successful (re)connect.
-    connected: Arc<AtomicBool>,
+    /// When the connection was last seen dropping (Unix ms), 0 while up.
+    /// fred's own state still reads Connected for one reconnect delay after a
+    /// drop; this closes that window. Events arrive on separate channels, so
+    /// a late one could leave this stale: past [`STALE_DROP_MS`] fred's state
+    /// is trusted again.
+    dropped_at_ms: Arc<AtomicI64>,
 }
 
 fn unavailable(e: Error) -> StoreError {
@@ -67,26 +80,31 @@ impl RedisStore {
             .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
             .build()
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let connected = Arc::new(AtomicBool::new(false));
-        let flag = connected.clone();
+        // Not connected until the first on_reconnect.
+        let dropped_at_ms = Arc::new(AtomicI64::new(now_ms()));
+        let flag = dropped_at_ms.clone();
         let m = metrics.clone();
-        client.on_error(move |(error, _server)| {
+        client.on_error(move |(error, server)| {
             let flag = flag.clone();
             let m = m.clone();
             async move {
                 m.store_error("connection");
-                if flag.swap(false, Ordering::SeqCst) {
+                // With a server: an established connection dropped. Without one: a
+                // failed reconnect attempt, while fred already reads disconnected; such
+                // an event can be handled after the next successful reconnect, so it
+                // must not clear the flag.
+                if server.is_some() && flag.swap(now_ms(), Ordering::SeqCst) == 0 {
                     tracing::warn!(error = %error, "redis connection lost");
                 }
                 Ok(())
             }
         });
-        let flag = connected.clone();
+        let flag = dropped_at_ms.clone();
         client.on_reconnect(move |server| {
             let flag = flag.clone();
             let m = metrics.clone();
             async move {
-                flag.store(true, Ordering::SeqCst);
+                flag.store(0, Ordering::SeqCst);
                 m.store_ok();
                 tracing::info!(server = %server, "redis connected");
                 Ok(())
@@ -107,7 +125,7 @@ impl RedisStore {
                 timeout: Some(timeout),
                 ..Default::default()
             },
-            connected,
+            dropped_at_ms,
         }))
     }
 
@@ -126,7 +144,8 @@ impl RedisStore {
     }
 
     fn check_connected(&self) -> Result<(), StoreError> {
-        if self.connected.load(Ordering::SeqCst) {
+        let dropped = self.dropped_at_ms.load(Ordering::SeqCst);
+        if dropped == 0 || (now_ms() - dropped > STALE_DROP_MS && self.client.is_connected()) {
             Ok(())
         } else {
             Err(StoreError::Unavailable("not connected to redis".into()))
@@ -138,16 +157,12 @@ impl RedisStore {
 impl RevocationStore for RedisStore {
     async fn revoke(&self, jti: &str, until: i64) -> Result<bool, StoreError> {
         self.check_connected()?;
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
         let set: Option<String> = self
             .client
             .with_options(&self.options)
             .set(
                 self.jti_key(jti),
-                now_ms,
+                now_ms(),
                 Some(Expiration::EXAT(until)),
                 Some(SetOptions::NX),
                 false,

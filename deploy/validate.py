@@ -1,0 +1,388 @@
+"""Checks behind deploy/validate.sh that no off-the-shelf validator covers.
+
+Run by validate.sh with the validation venv's python (it needs PyYAML):
+
+    python deploy/validate.py SUBCOMMAND [ARGS]
+
+Each subcommand prints what it found wrong, one line each, and exits 1 if
+anything was; it prints nothing else on success unless it lists files.
+"""
+
+import json
+import os
+import re
+import sys
+
+import yaml
+
+KUSTOMIZE_API = "kustomize.config.k8s.io/"
+
+# The metric names revokd exports (histograms also as _bucket/_sum/_count).
+KNOWN_METRICS = {
+    "revokd_verify_total",
+    "revokd_verify_duration_seconds",
+    "revokd_issue_total",
+    "revokd_revoke_total",
+    "revokd_grpc_requests_total",
+    "revokd_store_errors_total",
+    "revokd_store_up",
+    "revokd_mirror_entries",
+    "revokd_mirror_synced",
+    "revokd_mirror_last_resync_timestamp_seconds",
+    "revokd_token_cache_hits_total",
+    "revokd_token_cache_misses_total",
+    "revokd_token_cache_evictions_total",
+    "revokd_token_cache_entries",
+    "revokd_revocation_propagation_seconds",
+    "revokd_build_info",
+}
+HISTOGRAMS = {"revokd_verify_duration_seconds", "revokd_revocation_propagation_seconds"}
+
+# Env the revokd container must carry, with the value where it is fixed.
+SIDECAR_ENV = {
+    "REVOKD_GRPC_ADDR": "127.0.0.1:50051",
+    "REVOKD_ADMIN_ADDR": "0.0.0.0:9464",
+    "REVOKD_REDIS_URL": None,
+    "REVOKD_KEYS_DIR": None,
+    "REVOKD_SIGNING_KID": None,
+    "REVOKD_LOG_FORMAT": "json",
+}
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def yaml_files(root):
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith((".yaml", ".yml")):
+                yield os.path.join(dirpath, name)
+
+
+def is_kustomization(doc):
+    return isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(KUSTOMIZE_API)
+
+
+def kustomization_files(root):
+    for path in yaml_files(root):
+        if os.path.basename(path) in ("kustomization.yaml", "kustomization.yml"):
+            yield path
+
+
+def kustomization_refs(path):
+    """Yields (field, referenced path) for every local file or directory a
+    kustomization or component names."""
+    (doc,) = load_docs(path)
+    for field in ("resources", "components", "crds", "bases"):
+        for ref in doc.get(field) or []:
+            yield field, ref
+    for patch in doc.get("patches") or []:
+        if "path" in patch:
+            yield "patches", patch["path"]
+    for patch in doc.get("patchesJson6902") or []:
+        if "path" in patch:
+            yield "patchesJson6902", patch["path"]
+    for patch in doc.get("patchesStrategicMerge") or []:
+        if isinstance(patch, str) and "\n" not in patch:
+            yield "patchesStrategicMerge", patch
+    for gen in (doc.get("configMapGenerator") or []) + (doc.get("secretGenerator") or []):
+        for item in gen.get("files") or []:
+            yield "generator files", item.split("=", 1)[-1]
+        for item in gen.get("envs") or []:
+            yield "generator envs", item
+
+
+def patch_files(root):
+    files = set()
+    for kpath in kustomization_files(root):
+        base = os.path.dirname(kpath)
+        for field, ref in kustomization_refs(kpath):
+            if field.startswith("patches"):
+                files.add(os.path.normpath(os.path.join(base, ref)))
+    return files
+
+
+def cmd_manifests(root):
+    """Lists the files under root that hold Kubernetes objects: not the
+    kustomizations/components, not the (partial) patches they apply."""
+    patches = patch_files(root)
+    for path in yaml_files(root):
+        if os.path.normpath(path) in patches:
+            continue
+        docs = load_docs(path)
+        if docs and all(is_kustomization(d) for d in docs):
+            continue
+        print(path)
+    return 0
+
+
+def cmd_kustomize(root):
+    """Every file a kustomization/component lists exists (and, being a file,
+    lies under that kustomization's directory as kustomize's load restrictor
+    demands); every directory it lists holds a kustomization; the resources it
+    gathers have no duplicate kind/name."""
+    errors = []
+    count = 0
+    for kpath in kustomization_files(root):
+        count += 1
+        base = os.path.dirname(os.path.abspath(kpath))
+        (doc,) = load_docs(kpath)
+        if not is_kustomization(doc):
+            errors.append(f"{kpath}: apiVersion is not {KUSTOMIZE_API}*")
+        kind = doc.get("kind")
+        if kind not in ("Kustomization", "Component"):
+            errors.append(f"{kpath}: kind {kind!r} is neither Kustomization nor Component")
+        if kind == "Component" and doc.get("apiVersion") != KUSTOMIZE_API + "v1alpha1":
+            errors.append(f"{kpath}: a Component's apiVersion is {KUSTOMIZE_API}v1alpha1")
+        for field, ref in kustomization_refs(kpath):
+            if "://" in ref or ref.startswith(("github.com/", "git@")):
+                continue
+            target = os.path.normpath(os.path.join(base, ref))
+            if os.path.isdir(target):
+                if not any(os.path.isfile(os.path.join(target, n))
+                           for n in ("kustomization.yaml", "kustomization.yml", "Kustomization")):
+                    errors.append(f"{kpath}: {field} entry {ref!r} is a directory without a kustomization")
+            elif os.path.isfile(target):
+                if os.path.commonpath([base, target]) != base:
+                    errors.append(f"{kpath}: {field} file {ref!r} lies outside the kustomization's directory")
+            else:
+                errors.append(f"{kpath}: {field} entry {ref!r} does not exist")
+        if errors:
+            continue
+        seen = {}
+        for ref in doc.get("resources") or []:
+            target = os.path.join(base, ref)
+            if os.path.isfile(target):
+                for obj in load_docs(target):
+                    key = (obj.get("kind"), obj.get("metadata", {}).get("name"))
+                    if key in seen:
+                        errors.append(f"{kpath}: {key[0]}/{key[1]} comes from both {seen[key]} and {ref}")
+                    seen[key] = ref
+    for e in errors:
+        print(e)
+    if count == 0:
+        print(f"no kustomization.yaml under {root}")
+        return 1
+    return 1 if errors else 0
+
+
+def pod_templates(root):
+    """Yields (file, object name, pod spec) for every workload or workload
+    patch under root."""
+    for path in yaml_files(root):
+        for doc in load_docs(path):
+            if is_kustomization(doc):
+                continue
+            spec = (doc.get("spec") or {}).get("template", {}).get("spec")
+            if spec is None and doc.get("kind") == "Pod":
+                spec = doc.get("spec")
+            if spec is not None:
+                yield path, doc.get("metadata", {}).get("name"), spec
+
+
+def check_container(where, c):
+    errors = []
+    sc = c.get("securityContext") or {}
+    if sc.get("runAsNonRoot") is not True:
+        errors.append("securityContext.runAsNonRoot is not true")
+    if not isinstance(sc.get("runAsUser"), int) or sc.get("runAsUser") == 0:
+        errors.append("securityContext.runAsUser is not a numeric non-root uid")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        errors.append("securityContext.allowPrivilegeEscalation is not false")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        errors.append("securityContext.readOnlyRootFilesystem is not true")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+        errors.append("securityContext.capabilities.drop lacks ALL")
+    if (sc.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        errors.append("securityContext.seccompProfile.type is not RuntimeDefault")
+    res = c.get("resources") or {}
+    if not (res.get("requests") or {}).get("cpu") or not (res.get("requests") or {}).get("memory"):
+        errors.append("resources.requests lacks cpu or memory")
+    if not (res.get("limits") or {}).get("memory"):
+        errors.append("resources.limits lacks memory")
+    return [f"{where}: {e}" for e in errors]
+
+
+def check_probe(where, c, kind, path, errors):
+    probe = c.get(kind)
+    get = (probe or {}).get("httpGet") or {}
+    if not probe:
+        errors.append(f"{where}: no {kind}")
+    elif get.get("path") != path:
+        errors.append(f"{where}: {kind} is not an httpGet of {path}")
+    else:
+        port = get.get("port")
+        ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+        if port not in (9464, "admin") or (port == "admin" and ports.get("admin") != 9464):
+            errors.append(f"{where}: {kind} does not use the admin port 9464")
+
+
+def check_revokd(where, c, volumes, native):
+    errors = []
+    if native and c.get("restartPolicy") != "Always":
+        errors.append(f"{where}: a native sidecar needs restartPolicy: Always")
+    check_probe(where, c, "startupProbe", "/healthz", errors)
+    check_probe(where, c, "readinessProbe", "/readyz", errors)
+    check_probe(where, c, "livenessProbe", "/healthz", errors)
+    env = {e["name"]: e.get("value") for e in c.get("env") or []}
+    for name, value in SIDECAR_ENV.items():
+        if name not in env:
+            errors.append(f"{where}: env {name} missing")
+        elif value is not None and env[name] != value:
+            errors.append(f"{where}: env {name} is {env[name]!r}, expected {value!r}")
+    keys_dir = env.get("REVOKD_KEYS_DIR")
+    mounts = [m for m in c.get("volumeMounts") or [] if m.get("mountPath") == keys_dir]
+    if not mounts:
+        errors.append(f"{where}: nothing mounted at REVOKD_KEYS_DIR {keys_dir!r}")
+    for m in mounts:
+        if "subPath" in m or "subPathExpr" in m:
+            errors.append(f"{where}: the keys mount uses subPath, which never updates")
+        vol = volumes.get(m.get("name")) or {}
+        if "secret" not in vol:
+            errors.append(f"{where}: the keys volume {m.get('name')!r} is not a Secret")
+    return errors
+
+
+def cmd_workloads(root):
+    """Restricted Pod Security and resources on every container; the revokd
+    container's probes, env and key mount; the Component's sidecar equal to
+    the example's."""
+    errors = []
+    sidecars = {}
+    for path, name, spec in pod_templates(root):
+        psc = spec.get("securityContext") or {}
+        volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+        is_patch = "containers" not in spec
+        if not is_patch and psc.get("runAsNonRoot") is not True:
+            errors.append(f"{path} {name}: pod securityContext.runAsNonRoot is not true")
+        has_revokd = any(c.get("name") == "revokd"
+                         for f in ("initContainers", "containers") for c in spec.get(f) or [])
+        for field in ("initContainers", "containers"):
+            for c in spec.get(field) or []:
+                where = f"{path} {name} {field}/{c.get('name')}"
+                errors += check_container(where, c)
+                if c.get("name") == "revokd":
+                    errors += check_revokd(where, c, volumes, field == "initContainers")
+                    sidecars[path] = (field, c, volumes.get("revokd-keys"))
+                elif has_revokd and field == "containers":
+                    env = {e["name"]: e.get("value") for e in c.get("env") or []}
+                    if env.get("REVOKD_ADDR") != "http://127.0.0.1:50051":
+                        errors.append(f"{where}: env REVOKD_ADDR is not http://127.0.0.1:50051")
+    example = os.path.join(root, "app-with-sidecar.yaml")
+    component = os.path.join(root, "components", "revokd-sidecar", "sidecar-patch.yaml")
+    if example in sidecars and component in sidecars:
+        if sidecars[example] != sidecars[component]:
+            errors.append(f"{component}: the revokd container or keys volume differs from {example}")
+    else:
+        errors.append(f"no revokd sidecar found in {example} and {component}")
+    for e in errors:
+        print(e)
+    return 1 if errors else 0
+
+
+def cmd_rules_match(plain_path, crd_path):
+    """The PrometheusRule's spec.groups equal the plain rule file's groups."""
+    (plain,) = load_docs(plain_path)
+    (crd,) = load_docs(crd_path)
+    errors = []
+    if crd.get("apiVersion") != "monitoring.coreos.com/v1" or crd.get("kind") != "PrometheusRule":
+        errors.append(f"{crd_path}: not a monitoring.coreos.com/v1 PrometheusRule")
+    if plain.get("groups") != (crd.get("spec") or {}).get("groups"):
+        errors.append(f"{crd_path}: spec.groups differ from the groups of {plain_path}")
+    for e in errors:
+        print(e)
+    return 1 if errors else 0
+
+
+def dashboard_exprs(dash):
+    def walk(panels):
+        for p in panels:
+            yield from walk(p.get("panels") or [])
+            for t in p.get("targets") or []:
+                if t.get("expr"):
+                    yield p, t["expr"]
+    yield from walk(dash.get("panels") or [])
+
+
+def cmd_dashboard(path, rules_out):
+    """Grafana import shape: a DS_PROMETHEUS input that every panel and
+    query uses, unique panel ids, grid positions. Writes the panel queries,
+    with Grafana's variables filled in, as recording rules to rules_out so
+    promtool can check their PromQL."""
+    with open(path) as f:
+        dash = json.load(f)
+    errors = []
+    if not any(i.get("name") == "DS_PROMETHEUS" and i.get("type") == "datasource"
+               for i in dash.get("__inputs") or []):
+        errors.append("no DS_PROMETHEUS datasource input in __inputs")
+    if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
+        errors.append(f"schemaVersion {dash.get('schemaVersion')!r} is older than 36")
+    ids = set()
+
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels") or [])
+
+    for p in walk(dash.get("panels") or []):
+        title = p.get("title")
+        if p.get("id") in ids:
+            errors.append(f"panel {title!r}: duplicate id {p.get('id')}")
+        ids.add(p.get("id"))
+        if not all(k in (p.get("gridPos") or {}) for k in ("h", "w", "x", "y")):
+            errors.append(f"panel {title!r}: incomplete gridPos")
+        if p.get("type") == "row":
+            continue
+        for holder in [p] + list(p.get("targets") or []):
+            if (holder.get("datasource") or {}).get("uid") != "${DS_PROMETHEUS}":
+                errors.append(f"panel {title!r}: datasource is not ${{DS_PROMETHEUS}}")
+        if not p.get("targets"):
+            errors.append(f"panel {title!r}: no queries")
+    rules = []
+    for i, (p, expr) in enumerate(dashboard_exprs(dash)):
+        expr = (expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+                .replace("$namespace", ".*").replace("$pod", ".*"))
+        if "$" in re.sub(r"\{\{.*?\}\}", "", expr):
+            errors.append(f"panel {p.get('title')!r}: unknown variable in {expr!r}")
+        rules.append({"record": f"dashboard:query_{i}", "expr": expr})
+    with open(rules_out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard-queries", "rules": rules}]}, f)
+    for e in errors:
+        print(f"{path}: {e}")
+    return 1 if errors else 0
+
+
+def cmd_metric_names(*paths):
+    """Every revokd_* name the rules, tests and dashboard use is one revokd
+    exports."""
+    known = set(KNOWN_METRICS)
+    for h in HISTOGRAMS:
+        known |= {h + "_bucket", h + "_sum", h + "_count"}
+    errors = []
+    for path in paths:
+        with open(path) as f:
+            text = f.read()
+        for name in sorted(set(re.findall(r"\brevokd_[a-z0-9_]+", text))):
+            if name not in known:
+                errors.append(f"{path}: unknown metric {name}")
+    for e in errors:
+        print(e)
+    return 1 if errors else 0
+
+
+COMMANDS = {
+    "manifests": cmd_manifests,
+    "kustomize": cmd_kustomize,
+    "workloads": cmd_workloads,
+    "rules-match": cmd_rules_match,
+    "dashboard": cmd_dashboard,
+    "metric-names": cmd_metric_names,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in COMMANDS:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(COMMANDS)}}} ARGS...")
+    sys.exit(COMMANDS[sys.argv[1]](*sys.argv[2:]))
