@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 
 use revokd::proto::v1::token_service_server::{TokenService, TokenServiceServer};
 use revokd::proto::v1::{
-    IssueTokenRequest, IssueTokenResponse, RevokeTokenRequest, RevokeTokenResponse, Verdict,
-    VerifyTokenRequest, VerifyTokenResponse,
+    GetJwksRequest, GetJwksResponse, IssueSessionRequest, IssueSessionResponse, IssueTokenRequest, IssueTokenResponse,
+    RefreshSessionRequest, RefreshSessionResponse, RevokeSessionRequest, RevokeSessionResponse, RevokeSubjectRequest,
+    RevokeSubjectResponse, RevokeTokenRequest, RevokeTokenResponse, Verdict, VerifyTokenRequest, VerifyTokenResponse,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 /// Answers VerifyToken with a constant verdict; the other RPCs are not served.
@@ -23,10 +24,7 @@ struct Baseline;
 
 #[tonic::async_trait]
 impl TokenService for Baseline {
-    async fn issue_token(
-        &self,
-        _request: Request<IssueTokenRequest>,
-    ) -> Result<Response<IssueTokenResponse>, Status> {
+    async fn issue_token(&self, _request: Request<IssueTokenRequest>) -> Result<Response<IssueTokenResponse>, Status> {
         Err(Status::unimplemented("baseline serves VerifyToken only"))
     }
 
@@ -46,6 +44,38 @@ impl TokenService for Baseline {
     ) -> Result<Response<RevokeTokenResponse>, Status> {
         Err(Status::unimplemented("baseline serves VerifyToken only"))
     }
+
+    async fn issue_session(
+        &self,
+        _request: Request<IssueSessionRequest>,
+    ) -> Result<Response<IssueSessionResponse>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
+
+    async fn refresh_session(
+        &self,
+        _request: Request<RefreshSessionRequest>,
+    ) -> Result<Response<RefreshSessionResponse>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
+
+    async fn revoke_subject(
+        &self,
+        _request: Request<RevokeSubjectRequest>,
+    ) -> Result<Response<RevokeSubjectResponse>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
 }
 
 #[tokio::main]
@@ -59,7 +89,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{}", listener.local_addr()?);
     tonic::transport::Server::builder()
         .add_service(TokenServiceServer::new(Baseline))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        // The same transport settings as revokd's gRPC listener (src/server.rs).
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;

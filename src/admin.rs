@@ -1,6 +1,7 @@
 //! The admin HTTP listener: `/healthz` (the process is alive; never depends on
 //! Redis, so kubelet does not restart revokd for a Redis outage), `/readyz`
-//! (the store answers and keys are loaded) and `/metrics` (Prometheus).
+//! (the store answers and keys are loaded), `/metrics` (Prometheus) and
+//! `/.well-known/jwks.json` (the public keys).
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::revocation::RevocationStore;
 
@@ -17,6 +19,8 @@ use crate::revocation::RevocationStore;
 pub struct AdminState {
     /// The revocation store, pinged by /readyz.
     pub store: Arc<dyn RevocationStore>,
+    /// The keys, published by /.well-known/jwks.json.
+    pub keys: Arc<arc_swap::ArcSwap<KeyRing>>,
     /// Metric handles (store up/down from the readiness ping).
     pub metrics: Metrics,
     /// Renders /metrics.
@@ -29,6 +33,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .route("/.well-known/jwks.json", get(jwks))
         .with_state(state)
 }
 
@@ -53,5 +58,23 @@ async fn render_metrics(State(state): State<AdminState>) -> impl axum::response:
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.prometheus.render(),
+    )
+}
+
+/// How long clients may cache the JWKS: short, so a new key is picked up soon
+/// after rotation (publish a new key before it starts signing).
+pub const JWKS_MAX_AGE_SECONDS: u32 = 300;
+
+async fn jwks(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    let body = state.keys.load().jwks_json().to_owned();
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json".to_string()),
+            (
+                axum::http::header::CACHE_CONTROL,
+                format!("public, max-age={JWKS_MAX_AGE_SECONDS}"),
+            ),
+        ],
+        body,
     )
 }

@@ -5,9 +5,7 @@ use serde_json::json;
 
 use crate::config::{TokenAction, TokenArgs};
 use crate::proto::v1::token_service_client::TokenServiceClient;
-use crate::proto::v1::{
-    IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request,
-};
+use crate::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
 
 fn rfc3339(ts: Option<prost_types::Timestamp>) -> serde_json::Value {
     ts.map(|t| {
@@ -21,11 +19,7 @@ fn rfc3339(ts: Option<prost_types::Timestamp>) -> serde_json::Value {
 pub async fn run(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut client = TokenServiceClient::connect(args.addr.clone()).await?;
     let out = match args.action {
-        TokenAction::Issue {
-            subject,
-            ttl,
-            audience,
-        } => {
+        TokenAction::Issue { subject, ttl, audience } => {
             let r = client
                 .issue_token(IssueTokenRequest {
                     subject,

@@ -35,8 +35,7 @@ pub enum Command {
 
 /// Parses a duration such as `30s`, `15m` or `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s)
-        .map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h)"))
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h)"))
 }
 
 /// Log line format.
@@ -100,6 +99,20 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// Lifetime of refresh tokens (IssueSession, RefreshSession), and the longest granted.
+    #[arg(long, env = "REVOKD_REFRESH_TTL", default_value = "7d", value_parser = parse_duration)]
+    pub refresh_ttl: Duration,
+
+    /// How long after a rotation the previous refresh token may be retried (getting the same new
+    /// pair) instead of counting as reuse; 0 disables retries.
+    #[arg(long, env = "REVOKD_REFRESH_GRACE", default_value = "0s", value_parser = parse_duration)]
+    pub refresh_grace: Duration,
+
+    /// How often the keys directory is checked for changes (a Kubernetes Secret update swaps
+    /// its `..data` link); 0 disables reloading.
+    #[arg(long, env = "REVOKD_KEYS_RELOAD_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub keys_reload_interval: Duration,
+
     /// Log format.
     #[arg(long, env = "REVOKD_LOG_FORMAT", value_enum, default_value = "human")]
     pub log_format: LogFormat,
@@ -118,12 +131,7 @@ pub struct ServeConfig {
 
     /// How VerifyToken checks revocation with Redis: from the push-synced in-process mirror, or
     /// one Redis lookup per verify.
-    #[arg(
-        long,
-        env = "REVOKD_REVOCATION_CHECK",
-        value_enum,
-        default_value = "mirror"
-    )]
+    #[arg(long, env = "REVOKD_REVOCATION_CHECK", value_enum, default_value = "mirror")]
     pub revocation_check: RevocationCheck,
 
     /// While the mirror's invalidation stream is down, keep answering from the last synced mirror
@@ -149,6 +157,9 @@ impl ServeConfig {
                 humantime::format_duration(self.default_ttl),
                 humantime::format_duration(self.max_ttl)
             ));
+        }
+        if self.refresh_ttl.is_zero() {
+            return Err("--refresh-ttl must be greater than 0".into());
         }
         if self.issuer.is_empty() {
             return Err("--issuer must not be empty".into());

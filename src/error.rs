@@ -29,6 +29,13 @@ pub enum Error {
         /// What is wrong with it, safe to show the client.
         reason: String,
     },
+    /// The presented credential (a refresh token) is not usable. The message
+    /// is safe to show the client.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A used refresh token was presented again; its session is now revoked.
+    #[error("refresh token reuse detected: the session is revoked")]
+    RefreshTokenReused,
     /// The revocation store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -51,6 +58,9 @@ impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
             Error::InvalidArgument { .. } => Status::new(Code::InvalidArgument, err.to_string()),
+            Error::Unauthenticated(_) => Status::new(Code::Unauthenticated, err.to_string()),
+            // Distinct from UNAUTHENTICATED so a client can tell theft from expiry.
+            Error::RefreshTokenReused => Status::new(Code::PermissionDenied, err.to_string()),
             // Fail closed: the client must not treat this as "valid".
             Error::Store(StoreError::Unavailable(detail)) => {
                 tracing::warn!(%detail, "revocation store unavailable");

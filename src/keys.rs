@@ -57,6 +57,24 @@ pub struct VerifyingKey {
     pub public: Option<PublicKey>,
 }
 
+impl VerifyingKey {
+    /// The key as a JWK (`kty`, `kid`, `alg`, `use`, and its public parameters);
+    /// None for an HMAC secret, which is never published.
+    pub fn jwk(&self) -> Option<serde_json::Value> {
+        let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+        let mut jwk = match self.public.as_ref()? {
+            PublicKey::Ed25519 { x } => serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(x)}),
+            PublicKey::Ec { crv, x, y } => serde_json::json!({"kty": "EC", "crv": crv, "x": b64(x), "y": b64(y)}),
+            PublicKey::Rsa { n, e } => serde_json::json!({"kty": "RSA", "n": b64(n), "e": b64(e)}),
+        };
+        let obj = jwk.as_object_mut().expect("built as an object");
+        obj.insert("kid".into(), self.kid.clone().into());
+        obj.insert("alg".into(), alg_name(self.alg).into());
+        obj.insert("use".into(), "sig".into());
+        Some(jwk)
+    }
+}
+
 /// The public half of an asymmetric key, in the form JWKS publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
@@ -97,6 +115,8 @@ pub struct SigningKey {
 pub struct KeyRing {
     verifying: HashMap<String, Arc<VerifyingKey>>,
     signing: Arc<SigningKey>,
+    /// The public keys as a JWK Set document, built once per load.
+    jwks_json: String,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -112,6 +132,22 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
+    fn new(verifying: HashMap<String, Arc<VerifyingKey>>, signing: SigningKey) -> Self {
+        let mut keys: Vec<_> = verifying.values().collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        let jwks: Vec<serde_json::Value> = keys.iter().filter_map(|k| k.jwk()).collect();
+        KeyRing {
+            jwks_json: serde_json::json!({ "keys": jwks }).to_string(),
+            verifying,
+            signing: Arc::new(signing),
+        }
+    }
+
+    /// The public keys (never HMAC secrets) as a JWK Set document (RFC 7517).
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
+    }
+
     /// The key a `kid` names.
     pub fn get(&self, kid: &str) -> Option<&Arc<VerifyingKey>> {
         self.verifying.get(kid)
@@ -139,10 +175,7 @@ impl KeyRing {
         let pem = generate_private_pem(KeygenAlg::EdDsa)?;
         let (verifying, signing) = parse_pem_key(&kid, pem.as_bytes(), "<ephemeral>")?;
         let signing = signing.ok_or_else(|| KeyError::Set("ephemeral key cannot sign".into()))?;
-        Ok(KeyRing {
-            verifying: HashMap::from([(kid, Arc::new(verifying))]),
-            signing: Arc::new(signing),
-        })
+        Ok(KeyRing::new(HashMap::from([(kid, Arc::new(verifying))]), signing))
     }
 
     /// Loads every `*.pem` and `*.secret` file of `dir`. `signing_kid` picks the
@@ -222,10 +255,7 @@ impl KeyRing {
                 )));
             }
         };
-        Ok(KeyRing {
-            verifying,
-            signing: Arc::new(signing),
-        })
+        Ok(KeyRing::new(verifying, signing))
     }
 }
 
@@ -274,9 +304,7 @@ fn hmac_key(kid: &str, bytes: &[u8], path: &str) -> Result<(VerifyingKey, Signin
 
 // DER encodings of the object identifiers that tell key types apart.
 const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
-const OID_RSA: &[u8] = &[
-    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
-];
+const OID_RSA: &[u8] = &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 
@@ -307,11 +335,7 @@ fn family_of(tag: &str, der: &[u8]) -> Option<Family> {
 }
 
 /// Parses one PEM key file into its verifying half and, for a private key, its signing half.
-fn parse_pem_key(
-    kid: &str,
-    bytes: &[u8],
-    path: &str,
-) -> Result<(VerifyingKey, Option<SigningKey>), KeyError> {
+fn parse_pem_key(kid: &str, bytes: &[u8], path: &str) -> Result<(VerifyingKey, Option<SigningKey>), KeyError> {
     let invalid = |reason: &str| KeyError::Invalid {
         path: path.into(),
         reason: reason.into(),
@@ -319,21 +343,16 @@ fn parse_pem_key(
     let block = pem::parse(bytes).map_err(|_| invalid("not a PEM file"))?;
     let tag = block.tag();
     let der = block.contents();
-    let family =
-        family_of(tag, der).ok_or_else(|| invalid("not an Ed25519, RSA, P-256 or P-384 key"))?;
+    let family = family_of(tag, der).ok_or_else(|| invalid("not an Ed25519, RSA, P-256 or P-384 key"))?;
     let private = match tag {
         "PRIVATE KEY" | "RSA PRIVATE KEY" => true,
         "PUBLIC KEY" | "RSA PUBLIC KEY" => false,
         "EC PRIVATE KEY" => {
-            return Err(invalid(
-                "SEC1 EC key: convert it with `openssl pkcs8 -topk8 -nocrypt`",
-            ));
+            return Err(invalid("SEC1 EC key: convert it with `openssl pkcs8 -topk8 -nocrypt`"));
         }
         "ENCRYPTED PRIVATE KEY" => return Err(invalid("encrypted keys are not supported")),
         _ => {
-            return Err(invalid(
-                "unsupported PEM block (want PRIVATE KEY or PUBLIC KEY)",
-            ));
+            return Err(invalid("unsupported PEM block (want PRIVATE KEY or PUBLIC KEY)"));
         }
     };
     let alg = match family {
@@ -364,8 +383,7 @@ fn parse_pem_key(
                 let point = pair.public_key().as_ref().to_vec();
                 (
                     DecodingKey::from_ec_der(&point),
-                    ec_public(crv, &point)
-                        .ok_or_else(|| invalid("unexpected EC point encoding"))?,
+                    ec_public(crv, &point).ok_or_else(|| invalid("unexpected EC point encoding"))?,
                     EncodingKey::from_ec_pem(bytes).map_err(bad_jwt)?,
                 )
             }
@@ -387,10 +405,7 @@ fn parse_pem_key(
             Family::Ed25519 => {
                 let decoding = DecodingKey::from_ed_pem(bytes).map_err(bad_jwt)?;
                 let x = decoding.try_get_as_bytes().map_err(bad_jwt)?.to_vec();
-                return Ok((
-                    verifying(kid, alg, decoding, PublicKey::Ed25519 { x }),
-                    None,
-                ));
+                return Ok((verifying(kid, alg, decoding, PublicKey::Ed25519 { x }), None));
             }
             Family::P256 | Family::P384 => {
                 let crv = if matches!(family, Family::P256) {
@@ -400,8 +415,7 @@ fn parse_pem_key(
                 };
                 let decoding = DecodingKey::from_ec_pem(bytes).map_err(bad_jwt)?;
                 let point = decoding.try_get_as_bytes().map_err(bad_jwt)?.to_vec();
-                let public = ec_public(crv, &point)
-                    .ok_or_else(|| invalid("unexpected EC point encoding"))?;
+                let public = ec_public(crv, &point).ok_or_else(|| invalid("unexpected EC point encoding"))?;
                 return Ok((verifying(kid, alg, decoding, public), None));
             }
             Family::Rsa => {
@@ -490,15 +504,9 @@ pub fn generate_private_pem(alg: KeygenAlg) -> Result<String, KeyError> {
 /// Writes a new key file `<kid>.pem` or `<kid>.secret` into `dir` (mode 0600); returns its path.
 pub fn keygen(alg: KeygenAlg, kid: &str, dir: &Path) -> Result<std::path::PathBuf, KeyError> {
     if kid.is_empty() || kid.starts_with('.') || kid.contains(['/', '\\']) {
-        return Err(KeyError::Set(format!(
-            "--kid {kid:?}: not usable as a file name"
-        )));
+        return Err(KeyError::Set(format!("--kid {kid:?}: not usable as a file name")));
     }
-    let ext = if alg == KeygenAlg::Hs256 {
-        "secret"
-    } else {
-        "pem"
-    };
+    let ext = if alg == KeygenAlg::Hs256 { "secret" } else { "pem" };
     let path = dir.join(format!("{kid}.{ext}"));
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
@@ -526,9 +534,7 @@ mod tests {
         let message = b"header.payload";
         let sig = jsonwebtoken::crypto::sign(message, &signing.encoding, signing.alg).unwrap();
         assert!(jsonwebtoken::crypto::verify(&sig, message, &key.decoding, key.alg).unwrap());
-        assert!(
-            !jsonwebtoken::crypto::verify(&sig, b"header.other", &key.decoding, key.alg).unwrap()
-        );
+        assert!(!jsonwebtoken::crypto::verify(&sig, b"header.other", &key.decoding, key.alg).unwrap());
     }
 
     #[test]
@@ -544,17 +550,11 @@ mod tests {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
-                assert_eq!(
-                    std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                    0o600
-                );
+                assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
             }
             let ring = KeyRing::load_dir(dir.path(), None).unwrap();
             assert_eq!(ring.get(kid).unwrap().alg, expected);
-            assert_eq!(
-                ring.get(kid).unwrap().public.is_none(),
-                alg == KeygenAlg::Hs256
-            );
+            assert_eq!(ring.get(kid).unwrap().public.is_none(), alg == KeygenAlg::Hs256);
             sign_and_verify(&ring, kid);
             // keygen never overwrites.
             assert!(keygen(alg, kid, dir.path()).is_err());
@@ -570,9 +570,7 @@ mod tests {
             panic!("ed25519 public key")
         };
         // Write the public half as SPKI PEM under another kid.
-        let mut spki = vec![
-            0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-        ];
+        let mut spki = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
         spki.extend_from_slice(&x);
         std::fs::write(
             dir.path().join("old.pem"),
@@ -583,8 +581,7 @@ mod tests {
         let old = ring.get("old").unwrap();
         assert_eq!(old.alg, Algorithm::EdDSA);
         assert_eq!(old.public, Some(PublicKey::Ed25519 { x }));
-        let sig =
-            jsonwebtoken::crypto::sign(b"m", &ring.signing().encoding, Algorithm::EdDSA).unwrap();
+        let sig = jsonwebtoken::crypto::sign(b"m", &ring.signing().encoding, Algorithm::EdDSA).unwrap();
         assert!(jsonwebtoken::crypto::verify(&sig, b"m", &old.decoding, old.alg).unwrap());
     }
 
@@ -639,4 +636,62 @@ mod tests {
         assert_eq!(ring.signing().kid, "k1");
         assert_eq!(ring.verifying_keys().len(), 1);
     }
+}
+
+/// A fingerprint of the key files in `dir` (names and contents), to notice changes.
+fn fingerprint(dir: &Path) -> std::io::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && (n.ends_with(".pem") || n.ends_with(".secret")))
+        .collect();
+    names.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in names {
+        name.hash(&mut h);
+        // Read through the links, as a Kubernetes Secret volume swaps `..data` underneath them.
+        std::fs::read(dir.join(&name)).unwrap_or_default().hash(&mut h);
+    }
+    Ok(h.finish())
+}
+
+/// Reloads the key ring whenever the files in `dir` change (checked every
+/// `every`). A key set that does not load is refused with a log line and the
+/// ring in force stays. `on_reload` runs after each successful swap (to drop
+/// cached verifications made with keys that may be gone).
+pub fn watch(
+    dir: std::path::PathBuf,
+    signing_kid: Option<String>,
+    ring: Arc<arc_swap::ArcSwap<KeyRing>>,
+    every: std::time::Duration,
+    on_reload: impl Fn(&KeyRing) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = fingerprint(&dir).ok();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = match fingerprint(&dir) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot read the keys directory; keeping the keys in force");
+                    continue;
+                }
+            };
+            if now == last {
+                continue;
+            }
+            last = now;
+            match KeyRing::load_dir(&dir, signing_kid.as_deref()) {
+                Ok(new) => {
+                    tracing::info!(keys = ?new, "keys reloaded");
+                    ring.store(Arc::new(new));
+                    on_reload(&ring.load());
+                }
+                Err(e) => tracing::error!(error = %e, "new key set refused; keeping the keys in force"),
+            }
+        }
+    })
 }

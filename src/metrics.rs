@@ -9,8 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use metrics::{
-    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram,
-    gauge, histogram,
+    Counter, Gauge, Histogram, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -23,8 +22,8 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let latency = [
-                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001,
-                0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0,
+                0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+                0.025, 0.05, 0.1, 0.5, 1.0,
             ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
@@ -58,14 +57,8 @@ fn describe() {
         "Time to reach a verdict (authentication, checks and revocation lookup), in seconds."
     );
     describe_counter!("revokd_issue_total", "IssueToken calls by result.");
-    describe_counter!(
-        "revokd_revoke_total",
-        "Revocations by target kind and result."
-    );
-    describe_counter!(
-        "revokd_grpc_requests_total",
-        "gRPC calls by method and status code."
-    );
+    describe_counter!("revokd_revoke_total", "Revocations by target kind and result.");
+    describe_counter!("revokd_grpc_requests_total", "gRPC calls by method and status code.");
     describe_counter!(
         "revokd_store_errors_total",
         "Failed revocation store operations by operation."
@@ -74,10 +67,7 @@ fn describe() {
         "revokd_store_up",
         "1 when the revocation store answered its last operation, else 0."
     );
-    describe_gauge!(
-        "revokd_mirror_entries",
-        "Revocations held in the in-process mirror."
-    );
+    describe_gauge!("revokd_mirror_entries", "Revocations held in the in-process mirror.");
     describe_gauge!(
         "revokd_mirror_synced",
         "1 when the mirror receives every change under the prefix, else 0."
@@ -87,31 +77,19 @@ fn describe() {
         metrics::Unit::Seconds,
         "Unix time of the mirror's last completed full resync."
     );
-    describe_counter!(
-        "revokd_token_cache_hits_total",
-        "Verified-token cache hits."
-    );
-    describe_counter!(
-        "revokd_token_cache_misses_total",
-        "Verified-token cache misses."
-    );
+    describe_counter!("revokd_token_cache_hits_total", "Verified-token cache hits.");
+    describe_counter!("revokd_token_cache_misses_total", "Verified-token cache misses.");
     describe_counter!(
         "revokd_token_cache_evictions_total",
         "Verified-token cache evictions to make room."
     );
-    describe_gauge!(
-        "revokd_token_cache_entries",
-        "Tokens held in the verified-token cache."
-    );
+    describe_gauge!("revokd_token_cache_entries", "Tokens held in the verified-token cache.");
     describe_histogram!(
         "revokd_revocation_propagation_seconds",
         metrics::Unit::Seconds,
         "Delay from a revocation being written to Redis to this instance's mirror having it, in seconds."
     );
-    describe_gauge!(
-        "revokd_build_info",
-        "Build information; the value is always 1."
-    );
+    describe_gauge!("revokd_build_info", "Build information; the value is always 1.");
 }
 
 struct Inner {
@@ -184,8 +162,7 @@ impl Metrics {
 
     /// A gRPC call to `method` ended with `code`.
     pub fn grpc(&self, method: &'static str, code: tonic::Code) {
-        counter!("revokd_grpc_requests_total", "method" => method, "code" => code_name(code))
-            .increment(1);
+        counter!("revokd_grpc_requests_total", "method" => method, "code" => code_name(code)).increment(1);
     }
 
     /// A store operation `op` failed.

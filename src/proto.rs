@@ -11,8 +11,7 @@ pub mod v1 {
 }
 
 /// The encoded descriptor set of every proto, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/revokd_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/revokd_descriptor.bin"));
 
 /// A Unix time in seconds as a protobuf Timestamp.
 pub fn timestamp(seconds: i64) -> prost_types::Timestamp {
@@ -42,22 +41,14 @@ fn value_to_json(v: prost_types::Value) -> Result<Value, String> {
             }
         }
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)?),
-        Some(Kind::ListValue(l)) => Value::Array(
-            l.values
-                .into_iter()
-                .map(value_to_json)
-                .collect::<Result<_, _>>()?,
-        ),
+        Some(Kind::ListValue(l)) => Value::Array(l.values.into_iter().map(value_to_json).collect::<Result<_, _>>()?),
     })
 }
 
 /// A JSON object as a protobuf Struct.
 pub fn json_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
     prost_types::Struct {
-        fields: map
-            .iter()
-            .map(|(k, v)| (k.clone(), json_to_value(v)))
-            .collect(),
+        fields: map.iter().map(|(k, v)| (k.clone(), json_to_value(v))).collect(),
     }
 }
 

@@ -53,6 +53,7 @@ pub struct Server {
     admin: TcpListener,
     authority: Arc<TokenAuthority>,
     store: Arc<dyn RevocationStore>,
+    keys: Arc<ArcSwap<KeyRing>>,
     metrics: Metrics,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -79,14 +80,9 @@ impl Server {
         let store: Arc<dyn RevocationStore> = match &config.redis_url {
             Some(url) => {
                 let bad_url = |e| StartError::Config(format!("--redis-url: {e}"));
-                let redis = RedisStore::connect(
-                    url,
-                    &config.key_prefix,
-                    config.store_timeout,
-                    metrics.clone(),
-                )
-                .await
-                .map_err(bad_url)?;
+                let redis = RedisStore::connect(url, &config.key_prefix, config.store_timeout, metrics.clone())
+                    .await
+                    .map_err(bad_url)?;
                 match config.revocation_check {
                     RevocationCheck::Redis => redis,
                     RevocationCheck::Mirror => {
@@ -117,10 +113,11 @@ impl Server {
                 issuer: config.issuer.clone(),
                 default_ttl: config.default_ttl,
                 max_ttl: config.max_ttl,
+                refresh_ttl: config.refresh_ttl,
             },
         );
         let verifier = TokenVerifier::new(
-            keys,
+            keys.clone(),
             VerifyPolicy {
                 issuer: config.issuer.clone(),
                 leeway: config.leeway,
@@ -134,6 +131,7 @@ impl Server {
             store.clone(),
             cache,
             metrics.clone(),
+            config.refresh_grace,
         ));
         let bind = |addr| async move {
             TcpListener::bind(addr)
@@ -148,6 +146,7 @@ impl Server {
             admin,
             authority,
             store,
+            keys,
             metrics,
             prometheus,
         })
@@ -155,32 +154,23 @@ impl Server {
 
     /// The bound gRPC address (useful with port 0).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc
-            .local_addr()
-            .expect("bound listener has an address")
+        self.grpc.local_addr().expect("bound listener has an address")
     }
 
     /// The bound admin HTTP address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("bound listener has an address")
+        self.admin.local_addr().expect("bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish within the grace period.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let grpc_addr = self.grpc_addr();
         let admin_addr = self.admin_addr();
         let grace = self.config.shutdown_grace;
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<TokenServiceServer<TokenGrpcService>>()
-            .await;
+        health.set_serving::<TokenServiceServer<TokenGrpcService>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -207,12 +197,25 @@ impl Server {
             );
         let admin_router = admin::router(AdminState {
             store: self.store.clone(),
+            keys: self.keys.clone(),
             metrics: self.metrics.clone(),
             prometheus: self.prometheus.clone(),
         });
-        let admin_server =
-            axum::serve(self.admin, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_server = axum::serve(self.admin, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
 
+        let watcher = match &self.config.keys_dir {
+            Some(dir) if !self.config.keys_reload_interval.is_zero() => {
+                let authority = self.authority.clone();
+                Some(crate::keys::watch(
+                    dir.clone(),
+                    self.config.signing_kid.clone(),
+                    self.keys.clone(),
+                    self.config.keys_reload_interval,
+                    move |_| authority.cache().clear(),
+                ))
+            }
+            _ => None,
+        };
         tracing::info!(%grpc_addr, %admin_addr, store = self.store.kind(), "revokd serving");
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut admin_task = tokio::spawn(async move { admin_server.await });
@@ -222,9 +225,10 @@ impl Server {
             r = &mut grpc_task => return Err(StartError::Serve(format!("gRPC server stopped: {r:?}"))),
             r = &mut admin_task => return Err(StartError::Serve(format!("admin server stopped: {r:?}"))),
         }
-        health
-            .set_not_serving::<TokenServiceServer<TokenGrpcService>>()
-            .await;
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        health.set_not_serving::<TokenServiceServer<TokenGrpcService>>().await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

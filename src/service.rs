@@ -6,13 +6,15 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::authority::{RevokeTarget, TokenAuthority};
+use crate::authority::{RevokeTarget, SessionParams, SessionTarget, SessionTokens, TokenAuthority};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenService;
 use crate::proto::v1::{
-    IssueTokenRequest, IssueTokenResponse, RevokeTokenRequest, RevokeTokenResponse,
-    VerifyTokenRequest, VerifyTokenResponse, revoke_token_request,
+    GetJwksRequest, GetJwksResponse, IssueSessionRequest, IssueSessionResponse, IssueTokenRequest, IssueTokenResponse,
+    JsonWebKey, RefreshSessionRequest, RefreshSessionResponse, RevokeSessionRequest, RevokeSessionResponse,
+    RevokeSubjectRequest, RevokeSubjectResponse, RevokeTokenRequest, RevokeTokenResponse, VerifyTokenRequest,
+    VerifyTokenResponse, revoke_session_request, revoke_token_request,
 };
 use crate::proto::{self, json_to_struct, struct_to_json, timestamp};
 use crate::tokens::{IssueParams, Verdict};
@@ -31,18 +33,10 @@ impl TokenGrpcService {
     }
 
     /// Counts the call by method and status code; errors become statuses here.
-    fn reply<T>(
-        &self,
-        method: &'static str,
-        result: Result<T, Error>,
-    ) -> Result<Response<T>, Status> {
+    fn reply<T>(&self, method: &'static str, result: Result<T, Error>) -> Result<Response<T>, Status> {
         let result = result.map(Response::new).map_err(Status::from);
-        self.metrics.grpc(
-            method,
-            result
-                .as_ref()
-                .map_or_else(Status::code, |_| tonic::Code::Ok),
-        );
+        self.metrics
+            .grpc(method, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
         result
     }
 }
@@ -60,22 +54,30 @@ pub fn verdict_to_proto(v: Verdict) -> proto::v1::Verdict {
         Verdict::WrongAudience => P::WrongAudience,
         Verdict::WrongIssuer => P::WrongIssuer,
         Verdict::UnknownKey => P::UnknownKey,
+        Verdict::WrongTokenType => P::WrongTokenType,
     }
 }
 
-fn ttl_from_proto(d: prost_types::Duration) -> Result<Duration, Error> {
-    if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) {
-        return Err(Error::invalid("ttl", "must be positive"));
+fn duration_from_proto(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, Error> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+            Err(Error::invalid(field, "must be positive"))
+        }
+        Some(d) => Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32))),
     }
-    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+fn claims_from_proto(s: Option<prost_types::Struct>) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    match s {
+        Some(s) => struct_to_json(s).map_err(|e| Error::invalid("claims", e)),
+        None => Ok(Default::default()),
+    }
 }
 
 #[tonic::async_trait]
 impl TokenService for TokenGrpcService {
-    async fn issue_token(
-        &self,
-        request: Request<IssueTokenRequest>,
-    ) -> Result<Response<IssueTokenResponse>, Status> {
+    async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Result<Response<IssueTokenResponse>, Status> {
         self.reply("IssueToken", self.issue(request.into_inner()))
     }
 
@@ -94,18 +96,74 @@ impl TokenService for TokenGrpcService {
         let result = self.revoke(request.into_inner()).await;
         self.reply("RevokeToken", result)
     }
+
+    async fn issue_session(
+        &self,
+        request: Request<IssueSessionRequest>,
+    ) -> Result<Response<IssueSessionResponse>, Status> {
+        let result = self.issue_session(request.into_inner()).await;
+        self.reply("IssueSession", result)
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<RefreshSessionRequest>,
+    ) -> Result<Response<RefreshSessionResponse>, Status> {
+        let result = self.authority.refresh_session(&request.get_ref().refresh_token).await;
+        self.reply("RefreshSession", result.map(refresh_response))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let result = self.revoke_session(request.into_inner()).await;
+        self.reply("RevokeSession", result)
+    }
+
+    async fn revoke_subject(
+        &self,
+        request: Request<RevokeSubjectRequest>,
+    ) -> Result<Response<RevokeSubjectResponse>, Status> {
+        let req = request.into_inner();
+        let result = self
+            .authority
+            .revoke_subject(&req.subject, &req.reason)
+            .await
+            .map(|r| RevokeSubjectResponse {
+                revoked_before: Some(prost_types::Timestamp {
+                    seconds: r.revoked_before_us.div_euclid(1_000_000),
+                    nanos: (r.revoked_before_us.rem_euclid(1_000_000) * 1000) as i32,
+                }),
+                expires_at: Some(timestamp(r.until)),
+            });
+        self.reply("RevokeSubject", result)
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        self.reply("GetJwks", self.jwks())
+    }
+}
+
+fn refresh_response(t: SessionTokens) -> RefreshSessionResponse {
+    RefreshSessionResponse {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        session_id: t.session_id,
+        access_expires_at: Some(timestamp(t.access_expires_at)),
+        refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+        key_id: t.key_id,
+    }
 }
 
 impl TokenGrpcService {
     fn issue(&self, req: IssueTokenRequest) -> Result<IssueTokenResponse, Error> {
         let params = IssueParams {
             subject: req.subject,
-            ttl: req.ttl.map(ttl_from_proto).transpose()?,
+            ttl: duration_from_proto("ttl", req.ttl)?,
             audience: req.audience,
-            extra: match req.claims {
-                Some(s) => struct_to_json(s).map_err(|e| Error::invalid("claims", e))?,
-                None => Default::default(),
-            },
+            extra: claims_from_proto(req.claims)?,
+            session: None,
         };
         let issued = self.authority.issue(params)?;
         Ok(IssueTokenResponse {
@@ -131,6 +189,7 @@ impl TokenGrpcService {
             resp.expires_at = Some(timestamp(c.expires_at));
             resp.audience = c.audience.clone();
             resp.key_id = token.kid.clone();
+            resp.session_id = c.session_id.clone().unwrap_or_default();
             if !c.extra.is_empty() {
                 resp.claims = Some(json_to_struct(&c.extra));
             }
@@ -150,5 +209,63 @@ impl TokenGrpcService {
             expires_at: Some(timestamp(outcome.until)),
             jti: outcome.jti,
         })
+    }
+
+    async fn issue_session(&self, req: IssueSessionRequest) -> Result<IssueSessionResponse, Error> {
+        let params = SessionParams {
+            subject: req.subject,
+            audience: req.audience,
+            extra: claims_from_proto(req.claims)?,
+            access_ttl: duration_from_proto("access_ttl", req.access_ttl)?,
+            refresh_ttl: duration_from_proto("refresh_ttl", req.refresh_ttl)?,
+        };
+        let t = self.authority.issue_session(params).await?;
+        Ok(IssueSessionResponse {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            session_id: t.session_id,
+            access_expires_at: Some(timestamp(t.access_expires_at)),
+            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+            key_id: t.key_id,
+        })
+    }
+
+    async fn revoke_session(&self, req: RevokeSessionRequest) -> Result<RevokeSessionResponse, Error> {
+        let target = match req.target {
+            Some(revoke_session_request::Target::SessionId(s)) => SessionTarget::SessionId(s),
+            Some(revoke_session_request::Target::Token(t)) => SessionTarget::Token(t),
+            None => return Err(Error::invalid("target", "set either session_id or token")),
+        };
+        let outcome = self.authority.revoke_session(target, &req.reason).await?;
+        Ok(RevokeSessionResponse {
+            session_id: outcome.jti,
+            newly_revoked: outcome.newly_revoked,
+            expires_at: Some(timestamp(outcome.until)),
+        })
+    }
+
+    fn jwks(&self) -> Result<GetJwksResponse, Error> {
+        let jwks_json = self.authority.jwks_json();
+        let doc: serde_json::Value = serde_json::from_str(&jwks_json).map_err(|e| Error::Internal(e.to_string()))?;
+        let field = |k: &serde_json::Value, name: &str| k[name].as_str().unwrap_or_default().to_owned();
+        let keys = doc["keys"]
+            .as_array()
+            .map(|keys| {
+                keys.iter()
+                    .map(|k| JsonWebKey {
+                        kty: field(k, "kty"),
+                        kid: field(k, "kid"),
+                        alg: field(k, "alg"),
+                        r#use: field(k, "use"),
+                        crv: field(k, "crv"),
+                        x: field(k, "x"),
+                        y: field(k, "y"),
+                        n: field(k, "n"),
+                        e: field(k, "e"),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(GetJwksResponse { jwks_json, keys })
     }
 }

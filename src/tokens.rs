@@ -19,7 +19,26 @@ use crate::error::Error;
 use crate::keys::{KeyRing, alg_name};
 
 /// Claims that callers cannot set through IssueToken's `claims`.
-pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti"];
+pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "token_use"];
+
+/// What a token is for (the `token_use` claim). Tokens without the claim are access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// Presented to VerifyToken on every request.
+    Access,
+    /// Presented to RefreshSession only.
+    Refresh,
+}
+
+impl TokenUse {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenUse::Access => "access",
+            TokenUse::Refresh => "refresh",
+        }
+    }
+}
 
 /// The outcome of a verification. Numbers match `revokd.v1.Verdict`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,11 +61,13 @@ pub enum Verdict {
     WrongIssuer,
     /// No key with that `kid`.
     UnknownKey,
+    /// A refresh token where an access token is expected, or the other way round.
+    WrongTokenType,
 }
 
 impl Verdict {
     /// Every verdict, in proto order.
-    pub const ALL: [Verdict; 9] = [
+    pub const ALL: [Verdict; 10] = [
         Verdict::Valid,
         Verdict::Revoked,
         Verdict::Expired,
@@ -56,6 +77,7 @@ impl Verdict {
         Verdict::WrongAudience,
         Verdict::WrongIssuer,
         Verdict::UnknownKey,
+        Verdict::WrongTokenType,
     ];
 
     /// A short lowercase name, for metrics and logs.
@@ -70,6 +92,7 @@ impl Verdict {
             Verdict::WrongAudience => "wrong_audience",
             Verdict::WrongIssuer => "wrong_issuer",
             Verdict::UnknownKey => "unknown_key",
+            Verdict::WrongTokenType => "wrong_token_type",
         }
     }
 }
@@ -85,6 +108,12 @@ pub struct Claims {
     pub audience: Vec<String>,
     /// `iat` in seconds since the epoch, when present.
     pub issued_at: Option<i64>,
+    /// `iat` in microseconds (revokd writes it with sub-second precision).
+    pub issued_at_us: Option<i64>,
+    /// `sid`: the session, for tokens issued by IssueSession.
+    pub session_id: Option<String>,
+    /// `token_use`: `refresh` marks a refresh token.
+    pub token_use: TokenUse,
     /// `nbf` in seconds since the epoch, when present.
     pub not_before: Option<i64>,
     /// `exp` in seconds since the epoch (required).
@@ -102,6 +131,11 @@ pub struct AuthenticatedToken {
     pub kid: String,
     /// Its claims.
     pub claims: Claims,
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// Seconds since the Unix epoch (negative before it).
@@ -143,6 +177,11 @@ impl TokenVerifier {
         TokenVerifier { keys, policy }
     }
 
+    /// The key ring in force.
+    pub fn keys(&self) -> Arc<KeyRing> {
+        self.keys.load_full()
+    }
+
     /// The settings in force.
     pub fn policy(&self) -> &VerifyPolicy {
         &self.policy
@@ -159,11 +198,8 @@ impl TokenVerifier {
         if payload_b64.contains('.') {
             return Err(Verdict::Malformed);
         }
-        let header_json = URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| Verdict::Malformed)?;
-        let header: Header<'_> =
-            serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
+        let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Verdict::Malformed)?;
+        let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
         let kid = header.kid.ok_or(Verdict::UnknownKey)?;
         let keys = self.keys.load();
         let key = keys.get(&kid).ok_or(Verdict::UnknownKey)?;
@@ -175,9 +211,7 @@ impl TokenVerifier {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(Verdict::BadSignature),
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload_b64)
-            .map_err(|_| Verdict::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| Verdict::Malformed)?;
         let claims = parse_claims(&payload).ok_or(Verdict::Malformed)?;
         Ok(AuthenticatedToken {
             kid: key.kid.clone(),
@@ -185,15 +219,19 @@ impl TokenVerifier {
         })
     }
 
-    /// Stage two: time window, issuer, audience, at `now`.
+    /// Stage two: token type, time window, issuer, audience, at `now`.
     pub fn check(
         &self,
         token: &AuthenticatedToken,
+        expected: TokenUse,
         audience: Option<&str>,
         now: i64,
     ) -> Result<(), Verdict> {
         let leeway = self.policy.leeway.as_secs() as i64;
         let claims = &token.claims;
+        if claims.token_use != expected {
+            return Err(Verdict::WrongTokenType);
+        }
         if now > claims.expires_at.saturating_add(leeway) {
             return Err(Verdict::Expired);
         }
@@ -213,15 +251,10 @@ impl TokenVerifier {
         Ok(())
     }
 
-    /// Both stages.
-    pub fn verify(
-        &self,
-        token: &str,
-        audience: Option<&str>,
-        now: i64,
-    ) -> Result<AuthenticatedToken, Verdict> {
+    /// Both stages, for an access token.
+    pub fn verify(&self, token: &str, audience: Option<&str>, now: i64) -> Result<AuthenticatedToken, Verdict> {
         let authenticated = self.authenticate(token)?;
-        self.check(&authenticated, audience, now)?;
+        self.check(&authenticated, TokenUse::Access, audience, now)?;
         Ok(authenticated)
     }
 }
@@ -262,7 +295,27 @@ fn parse_claims(payload: &[u8]) -> Option<Claims> {
             Some(v) => numeric_date(&v).map(Some),
         }
     };
-    let issued_at = opt_date(map.remove("iat"))?;
+    let iat = map.remove("iat");
+    let issued_at_us = match &iat {
+        None => None,
+        Some(Value::Number(n)) => Some(match n.as_i64() {
+            Some(i) => i.saturating_mul(1_000_000),
+            None => (n.as_f64()? * 1e6).round() as i64,
+        }),
+        Some(_) => return None,
+    };
+    let issued_at = opt_date(iat)?;
+    let session_id = match map.remove("sid") {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(_) => return None,
+    };
+    let token_use = match map.remove("token_use") {
+        None => TokenUse::Access,
+        Some(Value::String(s)) if s == "access" => TokenUse::Access,
+        Some(Value::String(s)) if s == "refresh" => TokenUse::Refresh,
+        Some(_) => return None,
+    };
     let not_before = opt_date(map.remove("nbf"))?;
     let expires_at = opt_date(map.remove("exp"))??;
     let jti = string(map.remove("jti"))?;
@@ -274,6 +327,9 @@ fn parse_claims(payload: &[u8]) -> Option<Claims> {
         subject,
         audience,
         issued_at,
+        issued_at_us,
+        session_id,
+        token_use,
         not_before,
         expires_at,
         jti,
@@ -292,6 +348,8 @@ pub struct IssueParams {
     pub audience: Vec<String>,
     /// Extra claims.
     pub extra: Map<String, Value>,
+    /// `sid` and `token_use`, for session tokens.
+    pub session: Option<(String, TokenUse)>,
 }
 
 /// A freshly signed token.
@@ -316,6 +374,15 @@ pub struct IssuePolicy {
     pub default_ttl: Duration,
     /// Longest lifetime granted.
     pub max_ttl: Duration,
+    /// Lifetime of refresh tokens, and the longest one granted.
+    pub refresh_ttl: Duration,
+}
+
+impl IssuePolicy {
+    /// The longest any token revokd issues can live.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_ttl.max(self.refresh_ttl)
+    }
 }
 
 /// Signs new tokens with the ring's signing key.
@@ -348,39 +415,42 @@ impl TokenIssuer {
         &self.policy
     }
 
-    /// Validates the request and signs a token valid from `now`.
-    pub fn issue(&self, params: IssueParams, now: i64) -> Result<IssuedToken, Error> {
+    /// Validates the request and signs a token valid from `now_us`
+    /// (microseconds since the epoch: `iat` keeps sub-second precision, so a
+    /// token issued right after a RevokeSubject is told apart from one issued
+    /// right before, even within the same second).
+    pub fn issue(&self, params: IssueParams, now_us: i64) -> Result<IssuedToken, Error> {
         if params.subject.is_empty() {
             return Err(Error::invalid("subject", "must not be empty"));
         }
-        let ttl = params.ttl.unwrap_or(self.policy.default_ttl);
+        let p = &self.policy;
+        let (ttl_field, default, max) = match params.session {
+            Some((_, TokenUse::Refresh)) => ("refresh_ttl", p.refresh_ttl, p.refresh_ttl),
+            Some((_, TokenUse::Access)) => ("access_ttl", p.default_ttl, p.max_ttl),
+            None => ("ttl", p.default_ttl, p.max_ttl),
+        };
+        let ttl = params.ttl.unwrap_or(default);
         if ttl.as_secs() == 0 {
-            return Err(Error::invalid("ttl", "must be at least 1s"));
+            return Err(Error::invalid(ttl_field, "must be at least 1s"));
         }
-        if ttl > self.policy.max_ttl {
+        if ttl > max {
             return Err(Error::invalid(
-                "ttl",
+                ttl_field,
                 format!(
                     "{} is above the maximum token lifetime {}",
                     humantime::format_duration(ttl),
-                    humantime::format_duration(self.policy.max_ttl)
+                    humantime::format_duration(max)
                 ),
             ));
         }
         if params.audience.iter().any(String::is_empty) {
             return Err(Error::invalid("audience", "entries must not be empty"));
         }
-        if let Some(name) = params
-            .extra
-            .keys()
-            .find(|k| RESERVED_CLAIMS.contains(&k.as_str()))
-        {
-            return Err(Error::invalid(
-                "claims",
-                format!("{name:?} is a reserved claim"),
-            ));
+        if let Some(name) = params.extra.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+            return Err(Error::invalid("claims", format!("{name:?} is a reserved claim")));
         }
         let jti = new_jti(&self.rng)?;
+        let now = now_us.div_euclid(1_000_000);
         let exp = now + ttl.as_secs() as i64;
         let mut claims = Map::with_capacity(params.extra.len() + 7);
         claims.insert("iss".into(), self.policy.issuer.clone().into());
@@ -394,10 +464,16 @@ impl TokenIssuer {
                 claims.insert("aud".into(), params.audience.into());
             }
         }
-        claims.insert("iat".into(), now.into());
+        let iat = serde_json::Number::from_f64(now_us as f64 / 1e6)
+            .ok_or_else(|| Error::Internal("clock out of range".into()))?;
+        claims.insert("iat".into(), Value::Number(iat));
         claims.insert("nbf".into(), now.into());
         claims.insert("exp".into(), exp.into());
         claims.insert("jti".into(), jti.clone().into());
+        if let Some((sid, token_use)) = params.session {
+            claims.insert("sid".into(), sid.into());
+            claims.insert("token_use".into(), token_use.as_str().into());
+        }
         claims.extend(params.extra);
         let keys = self.keys.load();
         let key = keys.signing();
@@ -420,19 +496,19 @@ mod tests {
     use crate::config::KeygenAlg;
 
     const NOW: i64 = 1_800_000_000;
+    const NOW_US: i64 = NOW * 1_000_000 + 250_000;
 
     fn setup() -> (TokenIssuer, TokenVerifier) {
         let dir = tempfile::tempdir().unwrap();
         crate::keys::keygen(KeygenAlg::EdDsa, "ed", dir.path()).unwrap();
-        let keys = Arc::new(ArcSwap::from_pointee(
-            KeyRing::load_dir(dir.path(), None).unwrap(),
-        ));
+        let keys = Arc::new(ArcSwap::from_pointee(KeyRing::load_dir(dir.path(), None).unwrap()));
         let issuer = TokenIssuer::new(
             keys.clone(),
             IssuePolicy {
                 issuer: "revokd".into(),
                 default_ttl: Duration::from_secs(900),
                 max_ttl: Duration::from_secs(3600),
+                refresh_ttl: Duration::from_secs(7200),
             },
         );
         let verifier = TokenVerifier::new(
@@ -459,7 +535,7 @@ mod tests {
         let mut p = params("alice");
         p.audience = vec!["web".into()];
         p.extra.insert("role".into(), "admin".into());
-        let t = issuer.issue(p, NOW).unwrap();
+        let t = issuer.issue(p, NOW_US).unwrap();
         assert_eq!(t.expires_at, NOW + 900);
         assert_eq!(t.jti.len(), 22, "128 random bits, base64url");
         let a = verifier.verify(&t.token, Some("web"), NOW).unwrap();
@@ -474,21 +550,18 @@ mod tests {
         assert_eq!(c.jti, t.jti);
         assert_eq!(c.extra.get("role"), Some(&Value::from("admin")));
         // Fresh jti every time.
-        assert_ne!(issuer.issue(params("alice"), NOW).unwrap().jti, t.jti);
+        assert_ne!(issuer.issue(params("alice"), NOW_US).unwrap().jti, t.jti);
     }
 
     #[test]
     fn time_window_honours_the_leeway_exactly() {
         let (issuer, verifier) = setup();
-        let t = issuer.issue(params("a"), NOW).unwrap().token;
+        let t = issuer.issue(params("a"), NOW_US).unwrap().token;
         let exp = NOW + 900;
         assert!(verifier.verify(&t, None, exp + 30).is_ok());
         assert_eq!(verifier.verify(&t, None, exp + 31), Err(Verdict::Expired));
         assert!(verifier.verify(&t, None, NOW - 30).is_ok());
-        assert_eq!(
-            verifier.verify(&t, None, NOW - 31),
-            Err(Verdict::NotYetValid)
-        );
+        assert_eq!(verifier.verify(&t, None, NOW - 31), Err(Verdict::NotYetValid));
     }
 
     #[test]
@@ -498,33 +571,30 @@ mod tests {
             Err(Error::InvalidArgument { field, .. }) => field,
             other => panic!("expected InvalidArgument, got {other:?}"),
         };
-        assert_eq!(field(issuer.issue(params(""), NOW)), "subject");
+        assert_eq!(field(issuer.issue(params(""), NOW_US)), "subject");
         let mut p = params("a");
         p.ttl = Some(Duration::from_secs(3601));
-        assert_eq!(field(issuer.issue(p, NOW)), "ttl");
+        assert_eq!(field(issuer.issue(p, NOW_US)), "ttl");
         let mut p = params("a");
         p.ttl = Some(Duration::from_millis(200));
-        assert_eq!(field(issuer.issue(p, NOW)), "ttl");
+        assert_eq!(field(issuer.issue(p, NOW_US)), "ttl");
         for name in RESERVED_CLAIMS {
             let mut p = params("a");
             p.extra.insert((*name).into(), 1.into());
-            assert_eq!(field(issuer.issue(p, NOW)), "claims");
+            assert_eq!(field(issuer.issue(p, NOW_US)), "claims");
         }
         let mut p = params("a");
         p.audience = vec![String::new()];
-        assert_eq!(field(issuer.issue(p, NOW)), "audience");
+        assert_eq!(field(issuer.issue(p, NOW_US)), "audience");
     }
 
     #[test]
     fn claims_parsing_accepts_standard_shapes_and_refuses_bad_types() {
-        let ok =
-            parse_claims(br#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10.7,"jti":"j"}"#).unwrap();
+        let ok = parse_claims(br#"{"iss":"i","sub":"s","aud":["a","b"],"exp":10.7,"jti":"j"}"#).unwrap();
         assert_eq!(ok.audience, vec!["a", "b"]);
         assert_eq!(ok.expires_at, 10);
         assert_eq!(
-            parse_claims(br#"{"aud":"a","exp":1,"jti":"j"}"#)
-                .unwrap()
-                .audience,
+            parse_claims(br#"{"aud":"a","exp":1,"jti":"j"}"#).unwrap().audience,
             vec!["a"]
         );
         assert!(parse_claims(br#"{"exp":1}"#).is_none(), "jti required");
@@ -538,7 +608,7 @@ mod tests {
     #[test]
     fn header_algorithm_must_be_the_keys() {
         let (issuer, verifier) = setup();
-        let t = issuer.issue(params("a"), NOW).unwrap().token;
+        let t = issuer.issue(params("a"), NOW_US).unwrap().token;
         let (_, rest) = t.split_once('.').unwrap();
         for alg in ["none", "HS256", "RS256", "ES256"] {
             let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","kid":"ed"}}"#));

@@ -56,7 +56,10 @@ async fn metrics_move_with_real_calls() {
     assert_eq!(m("revokd_issue_total{result=\"invalid_argument\"}"), 1.0);
     assert_eq!(m("revokd_revoke_total{target=\"token\",result=\"newly_revoked\"}"), 1.0);
     assert_eq!(m("revokd_grpc_requests_total{method=\"VerifyToken\",code=\"OK\"}"), 5.0);
-    assert_eq!(m("revokd_grpc_requests_total{method=\"IssueToken\",code=\"INVALID_ARGUMENT\"}"), 1.0);
+    assert_eq!(
+        m("revokd_grpc_requests_total{method=\"IssueToken\",code=\"INVALID_ARGUMENT\"}"),
+        1.0
+    );
     // The same token four times: one signature check, then the cache; "junk" misses too.
     assert_eq!(m("revokd_token_cache_misses_total"), 2.0);
     assert_eq!(m("revokd_token_cache_hits_total"), 3.0);

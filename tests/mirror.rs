@@ -80,7 +80,10 @@ async fn revoke_on_a_is_seen_by_b_quickly_and_never_unseen() {
         loop {
             match verify(&mut cb, &token).await {
                 Ok(Verdict::Revoked) => break,
-                Ok(Verdict::Valid) => assert!(returned.elapsed() < Duration::from_secs(1), "not REVOKED on B within 1 s"),
+                Ok(Verdict::Valid) => assert!(
+                    returned.elapsed() < Duration::from_secs(1),
+                    "not REVOKED on B within 1 s"
+                ),
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -203,11 +206,15 @@ async fn redis_restart_both_instances_resync() {
     let (after, _) = issue(&mut ca).await;
     assert_eq!(verify(&mut cb, &after).await, Ok(Verdict::Valid));
     revoke(&mut ca, &after).await;
-    eventually(Duration::from_secs(1), "B enforces a revocation made after the restart", || {
-        let mut cb = cb.clone();
-        let after = after.clone();
-        async move { verify(&mut cb, &after).await == Ok(Verdict::Revoked) }
-    })
+    eventually(
+        Duration::from_secs(1),
+        "B enforces a revocation made after the restart",
+        || {
+            let mut cb = cb.clone();
+            let after = after.clone();
+            async move { verify(&mut cb, &after).await == Ok(Verdict::Revoked) }
+        },
+    )
     .await;
 }
 
@@ -234,11 +241,15 @@ async fn redis_cli_writes_are_enforced(mode: &str) {
     .await;
 
     redis_cli(&redis, &["DEL", &key]);
-    eventually(Duration::from_secs(1), "a key deleted with redis-cli stops being enforced", || {
-        let mut ca = ca.clone();
-        let token = token.clone();
-        async move { verify(&mut ca, &token).await == Ok(Verdict::Valid) }
-    })
+    eventually(
+        Duration::from_secs(1),
+        "a key deleted with redis-cli stops being enforced",
+        || {
+            let mut ca = ca.clone();
+            let token = token.clone();
+            async move { verify(&mut ca, &token).await == Ok(Verdict::Valid) }
+        },
+    )
     .await;
 
     // FLUSHALL sends no per-key invalidation; a stale mirror entry is confirmed against Redis.

@@ -29,32 +29,19 @@ fn bad_flag_values_print_one_line_and_exit_64() {
         .env("REVOKD_LEEWAY", "later")
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(64),
-        "environment values are checked too"
-    );
+    assert_eq!(out.status.code(), Some(64), "environment values are checked too");
 }
 
 #[test]
 fn keygen_cli_writes_a_loadable_key() {
     let dir = tempfile::tempdir().unwrap();
-    for (alg, kid) in [
-        ("EdDSA", "a"),
-        ("ES256", "b"),
-        ("RS256", "c"),
-        ("HS256", "d"),
-    ] {
+    for (alg, kid) in [("EdDSA", "a"), ("ES256", "b"), ("RS256", "c"), ("HS256", "d")] {
         let out = Command::new(BIN)
             .args(["keygen", "--alg", alg, "--kid", kid, "--out"])
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{alg}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{alg}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let ring = revokd::keys::KeyRing::load_dir(dir.path(), Some("a")).unwrap();
     assert_eq!(ring.verifying_keys().len(), 4);
@@ -98,14 +85,8 @@ async fn health_and_reflection_are_served() {
         panic!("list services response")
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"revokd.v1.TokenService".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"revokd.v1.TokenService".to_string()), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
     server.shutdown().await;
 }
 
@@ -136,11 +117,10 @@ async fn sigterm_drains_and_exits_zero() {
         }
     };
     // The ephemeral key signs and verifies.
-    let mut client = revokd::proto::v1::token_service_client::TokenServiceClient::connect(format!(
-        "http://{grpc_addr}"
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        revokd::proto::v1::token_service_client::TokenServiceClient::connect(format!("http://{grpc_addr}"))
+            .await
+            .unwrap();
     let t = client
         .issue_token(IssueTokenRequest {
             subject: "a".into(),
@@ -171,8 +151,5 @@ async fn sigterm_drains_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
-    assert!(
-        !rest.iter().any(|l| l.contains(&t.token)),
-        "tokens never logged"
-    );
+    assert!(!rest.iter().any(|l| l.contains(&t.token)), "tokens never logged");
 }

@@ -6,9 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{RedisServer, TestServer, eventually, http_get, now, sign_hs};
-use revokd::proto::v1::{
-    IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request,
-};
+use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
 use serde_json::json;
 use tonic::Code;
 
@@ -27,10 +25,7 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
     let issued = client
         .issue_token(IssueTokenRequest {
             subject: "alice".into(),
-            ttl: Some(prost_types::Duration {
-                seconds: 600,
-                nanos: 0,
-            }),
+            ttl: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
             ..Default::default()
         })
         .await
@@ -39,33 +34,18 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
     let key = format!("revokd:jti:{}", issued.jti);
     assert_eq!(redis.cmd(&["EXISTS", &key]).as_deref(), Some(":0"));
 
-    let first = client
-        .revoke_token(by_token(&issued.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let first = client.revoke_token(by_token(&issued.token)).await.unwrap().into_inner();
     assert!(first.newly_revoked);
     assert_eq!(first.jti, issued.jti);
     let exp = issued.expires_at.unwrap().seconds;
-    assert_eq!(
-        first.expires_at.unwrap().seconds,
-        exp + 30,
-        "kept until exp + leeway"
-    );
+    assert_eq!(first.expires_at.unwrap().seconds, exp + 30, "kept until exp + leeway");
     // Redis has it, with TTL = remaining lifetime + leeway (within 1 s).
     let ttl = redis.ttl(&key);
     let expected = exp + 30 - now();
-    assert!(
-        (ttl - expected).abs() <= 1,
-        "ttl {ttl}, expected {expected}"
-    );
+    assert!((ttl - expected).abs() <= 1, "ttl {ttl}, expected {expected}");
 
     // Idempotent: a second revocation changes nothing and says so.
-    let second = client
-        .revoke_token(by_token(&issued.token))
-        .await
-        .unwrap()
-        .into_inner();
+    let second = client.revoke_token(by_token(&issued.token)).await.unwrap().into_inner();
     assert!(!second.newly_revoked);
     assert!((redis.ttl(&key) - expected).abs() <= 1);
 
@@ -100,16 +80,9 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
         &json!({"iss": "revokd", "sub": "bob", "exp": now() - 120, "jti": "old-jti"}),
         Some("test-hs"),
     );
-    let r = client
-        .revoke_token(by_token(&expired))
-        .await
-        .unwrap()
-        .into_inner();
+    let r = client.revoke_token(by_token(&expired)).await.unwrap().into_inner();
     assert!(!r.newly_revoked);
-    assert_eq!(
-        redis.cmd(&["EXISTS", "revokd:jti:old-jti"]).as_deref(),
-        Some(":0")
-    );
+    assert_eq!(redis.cmd(&["EXISTS", "revokd:jti:old-jti"]).as_deref(), Some(":0"));
 
     server.shutdown().await;
 }
@@ -128,10 +101,7 @@ async fn key_prefix_is_configurable() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        redis.cmd(&["EXISTS", "tenant-a:jti:x1"]).as_deref(),
-        Some(":1")
-    );
+    assert_eq!(redis.cmd(&["EXISTS", "tenant-a:jti:x1"]).as_deref(), Some(":1"));
     server.shutdown().await;
 }
 
@@ -171,10 +141,7 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
     expect_invalid(
         issue(IssueTokenRequest {
             subject: "a".into(),
-            ttl: Some(prost_types::Duration {
-                seconds: -5,
-                nanos: 0,
-            }),
+            ttl: Some(prost_types::Duration { seconds: -5, nanos: 0 }),
             ..Default::default()
         })
         .await,
@@ -228,11 +195,7 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
     };
     expect_invalid(client.revoke_token(by_token(&foreign)).await, "token").await;
     expect_invalid(client.revoke_token(by_token("garbage")).await, "token").await;
-    assert_eq!(
-        redis.cmd(&["DBSIZE"]).as_deref(),
-        Some(":0"),
-        "nothing stored"
-    );
+    assert_eq!(redis.cmd(&["DBSIZE"]).as_deref(), Some(":0"), "nothing stored");
     server.shutdown().await;
 }
 
@@ -254,12 +217,7 @@ async fn redis_down_fails_closed_and_recovers() {
         audience: String::new(),
     };
     assert_eq!(
-        client
-            .verify_token(verify.clone())
-            .await
-            .unwrap()
-            .into_inner()
-            .verdict,
+        client.verify_token(verify.clone()).await.unwrap().into_inner().verdict,
         Verdict::Valid as i32
     );
     let (code, _) = http_get(server.admin_addr, "/readyz").await;
@@ -267,10 +225,7 @@ async fn redis_down_fails_closed_and_recovers() {
 
     redis.stop();
     // Never "valid" while the store cannot be asked: UNAVAILABLE.
-    let status = client
-        .verify_token(verify.clone())
-        .await
-        .expect_err("fail closed");
+    let status = client.verify_token(verify.clone()).await.expect_err("fail closed");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let status = client
         .revoke_token(by_token(&issued.token))
@@ -293,25 +248,25 @@ async fn redis_down_fails_closed_and_recovers() {
     assert_eq!(bad.verdict, Verdict::Malformed as i32);
 
     redis.restart();
-    eventually(Duration::from_secs(10), "verify serves again after Redis restarts", || {
+    eventually(
+        Duration::from_secs(10),
+        "verify serves again after Redis restarts",
+        || {
+            let mut c = client.clone();
+            let v = verify.clone();
+            async move { matches!(c.verify_token(v).await, Ok(r) if r.get_ref().verdict == Verdict::Valid as i32) }
+        },
+    )
+    .await;
+    // The mirror's own connection may be back before the command connection: poll the write.
+    eventually(Duration::from_secs(10), "revocations are accepted again", || {
         let mut c = client.clone();
-        let v = verify.clone();
-        async move { matches!(c.verify_token(v).await, Ok(r) if r.get_ref().verdict == Verdict::Valid as i32) }
+        let req = by_token(&issued.token);
+        async move { matches!(c.revoke_token(req).await, Ok(r) if r.get_ref().newly_revoked) }
     })
     .await;
-    let r = client
-        .revoke_token(by_token(&issued.token))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(r.newly_revoked);
     assert_eq!(
-        client
-            .verify_token(verify)
-            .await
-            .unwrap()
-            .into_inner()
-            .verdict,
+        client.verify_token(verify).await.unwrap().into_inner().verdict,
         Verdict::Revoked as i32
     );
     server.shutdown().await;
@@ -327,11 +282,9 @@ async fn redis_down_at_start_is_not_ready_until_it_comes() {
     let (code, _) = http_get(server.admin_addr, "/readyz").await;
     assert_eq!(code, 503);
     redis.restart();
-    eventually(
-        Duration::from_secs(10),
-        "ready once Redis is up",
-        || async { http_get(server.admin_addr, "/readyz").await.0 == 200 },
-    )
+    eventually(Duration::from_secs(10), "ready once Redis is up", || async {
+        http_get(server.admin_addr, "/readyz").await.0 == 200
+    })
     .await;
     server.shutdown().await;
 }

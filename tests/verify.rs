@@ -3,9 +3,7 @@
 mod common;
 
 use common::{RedisServer, TestServer, now, sign_hs};
-use revokd::proto::v1::{
-    IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request,
-};
+use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
 use serde_json::json;
 
 async fn verdict(server: &TestServer, token: &str, audience: &str) -> Verdict {
@@ -30,11 +28,7 @@ fn claims(exp_offset: i64) -> serde_json::Value {
 fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
 async fn every_verdict(redis: Option<&RedisServer>) {
@@ -73,10 +67,7 @@ async fn every_verdict(redis: Option<&RedisServer>) {
     assert_eq!(extra.get("role"), Some(&json!("admin")));
 
     // WRONG_AUDIENCE.
-    assert_eq!(
-        verdict(&server, &issued.token, "billing").await,
-        Verdict::WrongAudience
-    );
+    assert_eq!(verdict(&server, &issued.token, "billing").await, Verdict::WrongAudience);
 
     // REVOKED.
     client
@@ -148,10 +139,7 @@ async fn every_verdict(redis: Option<&RedisServer>) {
     assert_eq!(verdict(&server, &none, "").await, Verdict::BadSignature);
 
     // MALFORMED: not a JWT, bad base64, missing jti, and above the size cap.
-    assert_eq!(
-        verdict(&server, "not-a-token", "").await,
-        Verdict::Malformed
-    );
+    assert_eq!(verdict(&server, "not-a-token", "").await, Verdict::Malformed);
     assert_eq!(verdict(&server, "a.b.c", "").await, Verdict::Malformed);
     let mut c = claims(600);
     c.as_object_mut().unwrap().remove("jti");

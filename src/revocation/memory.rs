@@ -8,14 +8,32 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::error::StoreError;
-use crate::revocation::RevocationStore;
+use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 use crate::tokens::unix_seconds;
 
-/// Revoked jtis in a map, each with its expiry; a background task purges expired ones.
+struct SessionState {
+    current: String,
+    previous: Option<String>,
+    rotated_ms: i64,
+    successor: String,
+    until: i64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Revoked ids by kind, each with its expiry (Unix seconds).
+    revoked: HashMap<(RevocationKind, String), i64>,
+    /// Subject -> (revoked before, in µs; expiry).
+    subjects: HashMap<String, (i64, i64)>,
+    sessions: HashMap<String, SessionState>,
+}
+
+/// Revocations and session state in maps; a background task purges expired entries.
 #[derive(Default)]
 pub struct MemoryStore {
-    // A std Mutex: held for one map operation, never across an .await.
-    entries: Mutex<HashMap<String, i64>>,
+    // A std Mutex: held for a few map operations, never across an .await; one
+    // lock also makes a rotation atomic.
+    state: Mutex<State>,
 }
 
 impl MemoryStore {
@@ -38,46 +56,109 @@ impl MemoryStore {
 
     /// Drops every entry that expired at or before `now`.
     pub fn purge(&self, now: i64) {
-        self.lock().retain(|_, until| *until > now);
+        let mut s = self.lock();
+        s.revoked.retain(|_, until| *until > now);
+        s.subjects.retain(|_, (_, until)| *until > now);
+        s.sessions.retain(|_, st| st.until > now);
     }
 
-    /// How many entries are held (expired ones included until purged).
+    /// How many revocations are held (expired ones included until purged).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let s = self.lock();
+        s.revoked.len() + s.subjects.len()
     }
 
-    /// Whether no entry is held.
+    /// Whether no revocation is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        // A panic while holding the lock cannot leave the map half-updated.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn now() -> i64 {
+    unix_seconds(SystemTime::now())
 }
 
 #[async_trait::async_trait]
 impl RevocationStore for MemoryStore {
-    async fn revoke(&self, jti: &str, until: i64) -> Result<bool, StoreError> {
-        let now = unix_seconds(SystemTime::now());
-        let mut entries = self.lock();
-        match entries.get_mut(jti) {
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
+        let now = now();
+        let mut s = self.lock();
+        match s.revoked.get_mut(&(kind, id.to_owned())) {
             Some(existing) if *existing > now => Ok(false),
             Some(existing) => {
                 *existing = until;
                 Ok(true)
             }
             None => {
-                entries.insert(jti.to_owned(), until);
+                s.revoked.insert((kind, id.to_owned()), until);
                 Ok(true)
             }
         }
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
-        let now = unix_seconds(SystemTime::now());
-        Ok(self.lock().get(jti).is_some_and(|until| *until > now))
+    async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {
+        let mut s = self.lock();
+        let entry = s
+            .subjects
+            .entry(subject.to_owned())
+            .or_insert((revoked_before_us, until));
+        entry.0 = entry.0.max(revoked_before_us);
+        entry.1 = entry.1.max(until);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
+        let now = now();
+        let s = self.lock();
+        let live = |kind, id: &str| s.revoked.get(&(kind, id.to_owned())).is_some_and(|u| *u > now);
+        Ok(live(RevocationKind::Jti, q.jti)
+            || q.session_id.is_some_and(|sid| live(RevocationKind::Session, sid))
+            || s.subjects
+                .get(q.subject)
+                .is_some_and(|(before, until)| *until > now && q.covered_by_subject(*before)))
+    }
+
+    async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError> {
+        self.lock().sessions.insert(
+            session_id.to_owned(),
+            SessionState {
+                current: refresh_jti.to_owned(),
+                previous: None,
+                rotated_ms: 0,
+                successor: String::new(),
+                until,
+            },
+        );
+        Ok(())
+    }
+
+    async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        let now = now();
+        let mut s = self.lock();
+        let revoked_key = (RevocationKind::Session, r.session_id.to_owned());
+        if s.revoked.get(&revoked_key).is_some_and(|u| *u > now) {
+            return Ok(RotationOutcome::SessionRevoked);
+        }
+        let Some(st) = s.sessions.get_mut(r.session_id).filter(|st| st.until > now) else {
+            return Ok(RotationOutcome::UnknownSession);
+        };
+        if st.current == r.presented_jti {
+            st.previous = Some(std::mem::replace(&mut st.current, r.next_jti.to_owned()));
+            st.rotated_ms = r.now_ms;
+            st.successor = r.successor.to_owned();
+            st.until = r.state_until;
+            return Ok(RotationOutcome::Rotated);
+        }
+        if st.previous.as_deref() == Some(r.presented_jti) && r.grace_ms > 0 && r.now_ms - st.rotated_ms <= r.grace_ms {
+            return Ok(RotationOutcome::Retry(st.successor.clone()));
+        }
+        s.revoked.insert(revoked_key, r.revoke_until);
+        Ok(RotationOutcome::Reused)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,19 +1,20 @@
 //! The revocation mirror: every live revocation under the prefix, held in
 //! this process, so VerifyToken needs no Redis round trip in steady state.
 //!
-//! **What is held.** A keyed 64-bit hash of each revoked jti (SipHash-1-3 with
-//! a per-process random key) and its expiry: 16 bytes of payload per entry,
+//! **What is held.** A keyed 64-bit hash of each revoked jti, session and
+//! subject (SipHash-1-3 with a per-process random key) and its expiry (and,
+//! for a subject, the "revoked before" instant): 16 bytes of payload per jti,
 //! about 36 bytes with the hash table's overhead. A hit is confirmed against
 //! Redis before it counts, so a hash collision (or an entry whose key was
 //! deleted while the stream was down) costs one lookup, never a wrong verdict.
 //! A miss is answered locally.
 //!
 //! **How it stays complete** ([`MirrorSync`]). A dedicated RESP3 connection
-//! turns on `CLIENT TRACKING ON BCAST PREFIX <prefix>jti:` and only then SCANs
-//! every key under the prefix, so a key written during the load is announced
+//! turns on `CLIENT TRACKING ON BCAST PREFIX <prefix>jti: PREFIX <prefix>sid:
+//! PREFIX <prefix>sub:` and only then SCANs every key under the prefix, so a key written during the load is announced
 //! by an invalidation either way. Redis pushes an invalidation for every
 //! change under the prefix, by any client (set, delete, expire); each one is
-//! answered by re-reading that key (`EXPIRETIME`), adding or dropping it.
+//! answered by re-reading that key (`EXPIRETIME`, `GET`), adding or dropping it.
 //! Invalidations are lost while disconnected, so the mirror is marked
 //! unsynced the moment the connection drops, and rebuilt after every reconnect.
 //!
@@ -33,8 +34,8 @@ use fred::types::RespVersion;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::revocation::RevocationStore;
-use crate::revocation::redis::RedisStore;
+use crate::revocation::redis::{KeyKind, RedisStore};
+use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 
 /// A hasher for keys that already are hashes.
 #[derive(Default)]
@@ -61,16 +62,45 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The in-process set of revoked jtis (as keyed hashes) with their expiries.
+/// The in-process copy of every live revocation: jtis, sessions and
+/// subjects, each as a keyed hash with its expiry.
 pub struct RevocationMirror {
     key: RandomState,
     // RwLock: lookups (every verify) share it; writes are rare (one per revocation).
-    entries: RwLock<HashedMap>,
+    entries: RwLock<Entries>,
     synced: AtomicBool,
     /// When the mirror last stopped being synced (Unix ms); 0 if never synced.
     unsynced_since_ms: AtomicI64,
     /// When the last full resync finished (Unix ms).
     last_resync_ms: AtomicI64,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// hash(jti) -> until (Unix seconds).
+    jti: HashedMap,
+    /// hash(sid) -> until.
+    sid: HashedMap,
+    /// hash(subject) -> (revoked before, µs; until).
+    sub: HashMap<u64, (i64, i64), BuildHasherDefault<Prehashed>>,
+}
+
+/// Which revocations of a query the mirror holds (all must be confirmed).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorHits {
+    /// The jti.
+    pub jti: bool,
+    /// The session.
+    pub session: bool,
+    /// The subject (revoked before the token's iat).
+    pub subject: bool,
+}
+
+impl MirrorHits {
+    /// Whether anything matched.
+    pub fn any(self) -> bool {
+        self.jti || self.session || self.subject
+    }
 }
 
 impl Default for RevocationMirror {
@@ -84,53 +114,91 @@ impl RevocationMirror {
     pub fn new() -> Self {
         RevocationMirror {
             key: RandomState::new(),
-            entries: RwLock::new(HashedMap::default()),
+            entries: RwLock::new(Entries::default()),
             synced: AtomicBool::new(false),
             unsynced_since_ms: AtomicI64::new(0),
             last_resync_ms: AtomicI64::new(0),
         }
     }
 
-    fn hash(&self, jti: &str) -> u64 {
-        self.key.hash_one(jti)
+    fn hash(&self, id: &str) -> u64 {
+        self.key.hash_one(id)
     }
 
-    /// Records `jti` as revoked until `until` (Unix seconds).
-    pub fn insert(&self, jti: &str, until: i64) {
-        let h = self.hash(jti);
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let slot = entries.entry(h).or_insert(until);
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a revoked jti or session until `until` (Unix seconds).
+    pub fn insert(&self, kind: RevocationKind, id: &str, until: i64) {
+        let h = self.hash(id);
+        let mut e = self.write();
+        let map = match kind {
+            RevocationKind::Jti => &mut e.jti,
+            RevocationKind::Session => &mut e.sid,
+        };
+        let slot = map.entry(h).or_insert(until);
         *slot = (*slot).max(until);
     }
 
-    /// Forgets `jti`.
-    pub fn remove(&self, jti: &str) {
-        let h = self.hash(jti);
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&h);
+    /// Records a subject revoked before `before_us`, until `until`.
+    pub fn insert_subject(&self, subject: &str, before_us: i64, until: i64) {
+        let h = self.hash(subject);
+        let mut e = self.write();
+        let slot = e.sub.entry(h).or_insert((before_us, until));
+        *slot = (slot.0.max(before_us), slot.1.max(until));
     }
 
-    /// Whether `jti` may be revoked at `now` (Unix seconds). False is certain;
-    /// true must be confirmed (hash collision).
-    pub fn contains(&self, jti: &str, now: i64) -> bool {
-        let h = self.hash(jti);
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.get(&h).is_some_and(|until| *until > now)
+    /// Forgets a jti or session.
+    pub fn remove(&self, kind: RevocationKind, id: &str) {
+        let h = self.hash(id);
+        let mut e = self.write();
+        match kind {
+            RevocationKind::Jti => e.jti.remove(&h),
+            RevocationKind::Session => e.sid.remove(&h),
+        };
+    }
+
+    /// Forgets a subject revocation.
+    pub fn remove_subject(&self, subject: &str) {
+        let h = self.hash(subject);
+        self.write().sub.remove(&h);
+    }
+
+    /// Which revocations may apply to the token at `now` (Unix seconds). No hit
+    /// is certain; a hit must be confirmed (hash collision, or a deletion
+    /// missed while disconnected).
+    pub fn lookup(&self, q: &RevocationQuery<'_>, now: i64) -> MirrorHits {
+        let jti = self.hash(q.jti);
+        let sid = q.session_id.map(|s| self.hash(s));
+        let sub = self.hash(q.subject);
+        let e = self.read();
+        MirrorHits {
+            jti: e.jti.get(&jti).is_some_and(|until| *until > now),
+            session: sid.is_some_and(|h| e.sid.get(&h).is_some_and(|until| *until > now)),
+            subject: e
+                .sub
+                .get(&sub)
+                .is_some_and(|(before, until)| *until > now && q.covered_by_subject(*before)),
+        }
     }
 
     /// Drops entries expired at `now`.
     pub fn purge(&self, now: i64) {
-        self.entries
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, until| *until > now);
+        let mut e = self.write();
+        e.jti.retain(|_, until| *until > now);
+        e.sid.retain(|_, until| *until > now);
+        e.sub.retain(|_, (_, until)| *until > now);
     }
 
-    /// Number of entries (expired ones until purged).
+    /// Number of entries of every kind (expired ones until purged).
     pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+        let e = self.read();
+        e.jti.len() + e.sid.len() + e.sub.len()
     }
 
     /// Whether the mirror holds nothing.
@@ -138,13 +206,9 @@ impl RevocationMirror {
         self.len() == 0
     }
 
-    /// Bytes the table holds, by its bucket count (for the memory figure).
-    pub fn table_bytes(&self) -> usize {
-        let cap = self
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .capacity();
+    /// Bytes the jti table holds, by its bucket count (for the memory figure).
+    pub fn jti_table_bytes(&self) -> usize {
+        let cap = self.read().jti.capacity();
         if cap == 0 {
             return 0;
         }
@@ -197,11 +261,7 @@ pub struct MirroredStore {
 
 impl MirroredStore {
     /// Answers from `mirror` while it is trusted, from `redis` otherwise.
-    pub fn new(
-        redis: Arc<RedisStore>,
-        mirror: Arc<RevocationMirror>,
-        stale_grace: Duration,
-    ) -> Self {
+    pub fn new(redis: Arc<RedisStore>, mirror: Arc<RevocationMirror>, stale_grace: Duration) -> Self {
         MirroredStore {
             redis,
             mirror,
@@ -212,31 +272,60 @@ impl MirroredStore {
 
 #[async_trait::async_trait]
 impl RevocationStore for MirroredStore {
-    async fn revoke(&self, jti: &str, until: i64) -> Result<bool, StoreError> {
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
         // Redis first: acknowledged only once Redis has it.
-        let newly = self.redis.revoke(jti, until).await?;
-        self.mirror.insert(jti, until);
+        let newly = self.redis.revoke(kind, id, until).await?;
+        self.mirror.insert(kind, id, until);
         Ok(newly)
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {
+        self.redis.revoke_subject(subject, revoked_before_us, until).await?;
+        self.mirror.insert_subject(subject, revoked_before_us, until);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
         if !self.mirror.is_trusted(self.stale_grace) {
-            return self.redis.is_revoked(jti).await;
+            return self.redis.is_revoked(q).await;
         }
         let now = crate::tokens::unix_seconds(SystemTime::now());
-        if !self.mirror.contains(jti, now) {
+        let hits = self.mirror.lookup(q, now);
+        if !hits.any() {
             return Ok(false);
         }
         // A hit: rare (revoked tokens are rarely presented), so confirm it.
-        match self.redis.is_revoked(jti).await {
+        match self.redis.is_revoked(q).await {
             Ok(true) => Ok(true),
             Ok(false) => {
-                self.mirror.remove(jti);
+                // A collision or a missed deletion: drop what matched.
+                if hits.jti {
+                    self.mirror.remove(RevocationKind::Jti, q.jti);
+                }
+                if let (true, Some(sid)) = (hits.session, q.session_id) {
+                    self.mirror.remove(RevocationKind::Session, sid);
+                }
+                if hits.subject {
+                    self.mirror.remove_subject(q.subject);
+                }
                 Ok(false)
             }
             // The mirror says revoked and Redis cannot say otherwise: fail closed.
             Err(_) => Ok(true),
         }
+    }
+
+    async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError> {
+        self.redis.start_session(session_id, refresh_jti, until).await
+    }
+
+    async fn rotate_refresh(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        let outcome = self.redis.rotate_refresh(rotation).await?;
+        if outcome == RotationOutcome::Reused {
+            self.mirror
+                .insert(RevocationKind::Session, rotation.session_id, rotation.revoke_until);
+        }
+        Ok(outcome)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -252,14 +341,32 @@ impl RevocationStore for MirroredStore {
 pub struct MirrorSync {
     client: Client,
     mirror: Arc<RevocationMirror>,
-    /// `<prefix>jti:`.
-    jti_prefix: String,
+    /// The key prefix.
+    prefix: String,
     timeout: Duration,
     /// Bumped whenever the stream is lost; a resync only marks the mirror
     /// synced if no loss happened while it ran.
     epoch: AtomicU64,
     resyncing: AtomicBool,
     metrics: Metrics,
+}
+
+/// The kinds of keys the mirror holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mirrored {
+    Jti,
+    Session,
+    Subject,
+}
+
+impl Mirrored {
+    fn key_kind(self) -> KeyKind {
+        match self {
+            Mirrored::Jti => KeyKind::Jti,
+            Mirrored::Session => KeyKind::Session,
+            Mirrored::Subject => KeyKind::Subject,
+        }
+    }
 }
 
 /// Escapes glob characters for a SCAN MATCH pattern.
@@ -283,8 +390,7 @@ impl MirrorSync {
         mirror: Arc<RevocationMirror>,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut config =
-            Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         config.version = RespVersion::RESP3;
         config.fail_fast = false;
         let client = Builder::from_config(config)
@@ -305,7 +411,7 @@ impl MirrorSync {
         let sync = Arc::new(MirrorSync {
             client,
             mirror,
-            jti_prefix: format!("{prefix}jti:"),
+            prefix: prefix.to_owned(),
             timeout,
             epoch: AtomicU64::new(0),
             resyncing: AtomicBool::new(false),
@@ -405,9 +511,10 @@ impl MirrorSync {
         // during the scan is announced by an invalidation either way.
         let _ = self.client.stop_tracking().await;
         self.client
-            .start_tracking(vec![self.jti_prefix.clone()], true, false, false, false)
+            .start_tracking(self.tracked_prefixes(), true, false, false, false)
             .await?;
-        let pattern = format!("{}*", glob_escape(&self.jti_prefix));
+        // One pass over the prefix; `load` keeps only revocation keys.
+        let pattern = format!("{}*", glob_escape(&self.prefix));
         let opts = Options {
             timeout: Some(self.timeout * 5),
             ..Default::default()
@@ -429,43 +536,73 @@ impl MirrorSync {
         }
     }
 
-    /// Re-reads `keys` (full Redis keys) and adds or drops each.
+    /// The prefixes whose changes the mirror follows (session rotation state is not mirrored).
+    fn tracked_prefixes(&self) -> Vec<String> {
+        ["jti:", "sid:", "sub:"]
+            .iter()
+            .map(|k| format!("{}{k}", self.prefix))
+            .collect()
+    }
+
+    /// What a full Redis key is, for the mirror.
+    fn classify<'k>(&self, key: &'k str) -> Option<(Mirrored, &'k str)> {
+        let rest = key.strip_prefix(&self.prefix)?;
+        if let Some(jti) = rest.strip_prefix("jti:") {
+            Some((Mirrored::Jti, jti))
+        } else if let Some(sid) = rest.strip_prefix("sid:{").and_then(|r| r.strip_suffix('}')) {
+            Some((Mirrored::Session, sid))
+        } else {
+            rest.strip_prefix("sub:").map(|sub| (Mirrored::Subject, sub))
+        }
+    }
+
+    /// Re-reads `keys` (full Redis keys) and adds or drops each; returns how
+    /// many are present.
     async fn load(&self, keys: Vec<String>, measure_lag: bool) -> Result<usize, Error> {
+        let keys: Vec<(Mirrored, String)> = keys
+            .iter()
+            .filter_map(|k| self.classify(k).map(|(kind, id)| (kind, id.to_owned())))
+            .collect();
         if keys.is_empty() {
             return Ok(0);
         }
         let pipeline = self.client.pipeline();
-        for k in &keys {
-            let _: () = pipeline.expire_time(k.as_str()).await?;
-            if measure_lag {
-                let _: () = pipeline.get(k.as_str()).await?;
-            }
+        for (kind, id) in &keys {
+            let full = crate::revocation::redis::key(&self.prefix, kind.key_kind(), id);
+            let _: () = pipeline.expire_time(full.as_str()).await?;
+            let _: () = pipeline.get(full.as_str()).await?;
         }
         let replies: Vec<Value> = pipeline.all().await?;
-        let per_key = if measure_lag { 2 } else { 1 };
         let mut present = 0;
         let now = now_ms();
-        for (key, chunk) in keys.iter().zip(replies.chunks(per_key)) {
-            let Some(jti) = key.strip_prefix(&self.jti_prefix) else {
-                continue;
-            };
-            match chunk[0].as_i64() {
+        for ((kind, id), pair) in keys.iter().zip(replies.chunks(2)) {
+            let until = match pair[0].as_i64() {
                 // -2: gone (deleted or expired).
-                Some(-2) | None => self.mirror.remove(jti),
+                Some(-2) | None => None,
                 // -1: no expiry (written by hand without EXAT): revoked for good.
-                Some(-1) => {
-                    self.mirror.insert(jti, i64::MAX);
-                    present += 1;
-                }
-                Some(until) => {
-                    self.mirror.insert(jti, until);
-                    present += 1;
-                }
+                Some(-1) => Some(i64::MAX),
+                Some(t) => Some(t),
+            };
+            let value = pair.get(1).and_then(Value::as_i64);
+            match (kind, until) {
+                (Mirrored::Jti, None) => self.mirror.remove(RevocationKind::Jti, id),
+                (Mirrored::Session, None) => self.mirror.remove(RevocationKind::Session, id),
+                (Mirrored::Subject, None) => self.mirror.remove_subject(id),
+                (Mirrored::Jti, Some(u)) => self.mirror.insert(RevocationKind::Jti, id, u),
+                (Mirrored::Session, Some(u)) => self.mirror.insert(RevocationKind::Session, id, u),
+                // A subject key without a readable instant revokes everything before "forever".
+                (Mirrored::Subject, Some(u)) => self.mirror.insert_subject(id, value.unwrap_or(i64::MAX), u),
             }
-            // The value is the revocation time in ms when revokd wrote it.
-            if measure_lag && let Some(revoked_ms) = chunk.get(1).and_then(|v| v.as_i64()) {
-                self.metrics
-                    .propagation(Duration::from_millis((now - revoked_ms).max(0) as u64));
+            if until.is_some() {
+                present += 1;
+                // jti and sid values are the revocation time in ms when revokd wrote them.
+                if measure_lag
+                    && *kind != Mirrored::Subject
+                    && let Some(revoked_ms) = value
+                {
+                    self.metrics
+                        .propagation(Duration::from_millis((now - revoked_ms).max(0) as u64));
+                }
             }
         }
         Ok(present)
@@ -497,8 +634,7 @@ impl MirrorSync {
                 }
             }
             if n.is_multiple_of(40) {
-                self.mirror
-                    .purge(crate::tokens::unix_seconds(SystemTime::now()));
+                self.mirror.purge(crate::tokens::unix_seconds(SystemTime::now()));
             }
             self.metrics.mirror_entries(self.mirror.len());
         }

@@ -3,8 +3,14 @@
 //! push-synced in-process mirror ([`mirror::MirroredStore`]), and in-process
 //! memory ([`memory::MemoryStore`]).
 //!
-//! A revocation is a token id (jti) kept until an absolute expiry: the token's
-//! own `exp` plus the verify leeway, after which the token is dead anyway.
+//! Three kinds of revocation, each kept until an absolute expiry after which
+//! every token it could match is dead anyway:
+//! - a token id (`jti`): until the token's own `exp` plus leeway;
+//! - a session (`sid`): every token of a login, access and refresh;
+//! - a subject (`sub`) "revoked before" an instant: every token of the subject
+//!   issued at or before it (logout everywhere).
+//!
+//! Refresh-token rotation needs one atomic step: [`RevocationStore::rotate_refresh`].
 
 pub mod memory;
 pub mod mirror;
@@ -12,20 +18,97 @@ pub mod redis;
 
 use crate::error::StoreError;
 
-/// A set of revoked token ids, each kept until its own expiry.
+/// What is revoked by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RevocationKind {
+    /// A token id.
+    Jti,
+    /// A session id: every token of the session.
+    Session,
+}
+
+/// What a verification asks of the store about one token.
+#[derive(Debug, Clone, Copy)]
+pub struct RevocationQuery<'a> {
+    /// The token's `jti`.
+    pub jti: &'a str,
+    /// The token's `sid`, if it belongs to a session.
+    pub session_id: Option<&'a str>,
+    /// The token's `sub`.
+    pub subject: &'a str,
+    /// The token's `iat` in microseconds; a token without one counts as issued
+    /// before any subject revocation.
+    pub issued_at_us: Option<i64>,
+}
+
+impl RevocationQuery<'_> {
+    /// Whether a subject revocation "before `revoked_before_us`" covers this token.
+    pub fn covered_by_subject(&self, revoked_before_us: i64) -> bool {
+        self.issued_at_us.is_none_or(|iat| iat <= revoked_before_us)
+    }
+}
+
+/// One refresh-token rotation, decided atomically by the store.
+#[derive(Debug, Clone)]
+pub struct Rotation<'a> {
+    /// The session.
+    pub session_id: &'a str,
+    /// The jti of the refresh token presented.
+    pub presented_jti: &'a str,
+    /// The jti of the refresh token that replaces it.
+    pub next_jti: &'a str,
+    /// The new token pair, serialized, returned to a retry within the grace
+    /// window (empty when there is no grace window).
+    pub successor: &'a str,
+    /// Now, Unix milliseconds.
+    pub now_ms: i64,
+    /// How long the previous refresh token may be retried, in milliseconds.
+    pub grace_ms: i64,
+    /// Until when the session's rotation state is kept (Unix seconds).
+    pub state_until: i64,
+    /// Until when a session revoked for reuse stays revoked (Unix seconds).
+    pub revoke_until: i64,
+}
+
+/// What a rotation decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotationOutcome {
+    /// The presented token was the current one: the new pair is now current.
+    Rotated,
+    /// The presented token was the previous one, retried within the grace
+    /// window: here is the successor it already got.
+    Retry(String),
+    /// A used refresh token was presented again: the session is now revoked.
+    Reused,
+    /// The session is revoked.
+    SessionRevoked,
+    /// The store knows no such session (expired, or never issued here).
+    UnknownSession,
+}
+
+/// The revocation set, and session rotation state.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Marks `jti` revoked until `until` (Unix seconds). Returns whether it was
-    /// newly revoked (false when it already was). Returns only once the store
-    /// has it.
-    async fn revoke(&self, jti: &str, until: i64) -> Result<bool, StoreError>;
+    /// Marks a jti or session revoked until `until` (Unix seconds). Returns
+    /// whether it was newly revoked. Returns only once the store has it.
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError>;
 
-    /// Whether `jti` is revoked now.
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+    /// Revokes every token of `subject` issued at or before `revoked_before_us`,
+    /// kept until `until` (Unix seconds). A later instant replaces an earlier one.
+    async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError>;
+
+    /// Whether the token is revoked by its jti, its session or its subject.
+    async fn is_revoked(&self, query: &RevocationQuery<'_>) -> Result<bool, StoreError>;
+
+    /// Records a new session whose current refresh token is `refresh_jti`.
+    async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError>;
+
+    /// Atomically rotates a session's refresh token (see [`Rotation`]).
+    async fn rotate_refresh(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, StoreError>;
 
     /// Whether the store can be reached.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// `redis` or `memory`, for logs and metrics.
+    /// `redis`, `redis+mirror` or `memory`, for logs.
     fn kind(&self) -> &'static str;
 }

@@ -1,9 +1,15 @@
 //! The shared store: revocations in Redis, through fred.
 //!
-//! Key layout (single-key commands only, so it works on Redis Cluster):
-//! `<prefix>jti:<jti>` = the revocation time in Unix milliseconds, with an
-//! absolute expiry (`SET ... EXAT <until> NX`) equal to the token's own expiry
-//! plus the verify leeway.
+//! Key layout (see [`key`]; every command or script touches one hash slot, so
+//! it works on Redis Cluster):
+//! - `<prefix>jti:<jti>` = the revocation time in Unix milliseconds, with an
+//!   absolute expiry (`SET ... EXAT <until> NX`) equal to the token's own
+//!   expiry plus the verify leeway;
+//! - `<prefix>sid:{<sid>}` = likewise, for a whole session;
+//! - `<prefix>sub:<subject>` = "revoked before" in Unix microseconds, kept for
+//!   the maximum token lifetime;
+//! - `<prefix>sess:{<sid>}` = a hash with the session's current and previous
+//!   refresh jti, for single-use rotation.
 //!
 //! The client reconnects on its own. While it is disconnected every command
 //! fails at once (or after the store timeout) with
@@ -13,12 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use fred::cmd;
 use fred::prelude::*;
 use fred::types::RespVersion;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::revocation::RevocationStore;
+use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 
 /// After this long, fred's connection state outranks a drop event.
 const STALE_DROP_MS: i64 = 500;
@@ -61,8 +68,7 @@ impl RedisStore {
         timeout: Duration,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut config =
-            Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         config.version = RespVersion::RESP3;
         // Keep retrying in the background when Redis is down at start.
         config.fail_fast = false;
@@ -111,10 +117,7 @@ impl RedisStore {
             }
         });
         let _task = client.connect();
-        if tokio::time::timeout(timeout, client.wait_for_connect())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(timeout, client.wait_for_connect()).await.is_err() {
             tracing::warn!("redis not reachable yet; serving UNAVAILABLE until it is");
         }
         Ok(Arc::new(RedisStore {
@@ -129,13 +132,9 @@ impl RedisStore {
         }))
     }
 
-    /// The key of a revoked jti.
-    pub fn jti_key(&self, jti: &str) -> String {
-        let mut key = String::with_capacity(self.prefix.len() + 4 + jti.len());
-        key.push_str(&self.prefix);
-        key.push_str("jti:");
-        key.push_str(jti);
-        key
+    /// The key of a revocation or of session state.
+    pub fn key(&self, kind: KeyKind, id: &str) -> String {
+        key(&self.prefix, kind, id)
     }
 
     /// The underlying client (shared connection).
@@ -151,17 +150,110 @@ impl RedisStore {
             Err(StoreError::Unavailable("not connected to redis".into()))
         }
     }
+
+    /// EVAL with the store's options; the first key routes it on a cluster.
+    async fn eval(&self, script: &str, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
+        self.check_connected()?;
+        let mut all: Vec<String> = Vec::with_capacity(2 + keys.len() + args.len());
+        all.push(script.to_owned());
+        all.push(keys.len().to_string());
+        all.extend(keys.iter().map(|k| k.to_string()));
+        all.extend(args.iter().cloned());
+        self.client
+            .with_options(&self.options)
+            .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), all)
+            .await
+            .map_err(unavailable)
+    }
 }
+
+/// The kinds of keys revokd writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// `<prefix>jti:<jti>`: a revoked token id.
+    Jti,
+    /// `<prefix>sid:{<sid>}`: a revoked session.
+    Session,
+    /// `<prefix>sub:<subject>`: a subject revoked before an instant.
+    Subject,
+    /// `<prefix>sess:{<sid>}`: a session's refresh rotation state (a hash).
+    SessionState,
+}
+
+/// The key of `id` under `prefix`. Session keys carry the session id as a
+/// hash tag, so the rotation script's two keys share a Redis Cluster slot.
+pub fn key(prefix: &str, kind: KeyKind, id: &str) -> String {
+    let mut k = String::with_capacity(prefix.len() + id.len() + 8);
+    k.push_str(prefix);
+    match kind {
+        KeyKind::Jti => {
+            k.push_str("jti:");
+            k.push_str(id);
+        }
+        KeyKind::Session | KeyKind::SessionState => {
+            k.push_str(if kind == KeyKind::Session { "sid:{" } else { "sess:{" });
+            k.push_str(id);
+            k.push('}');
+        }
+        KeyKind::Subject => {
+            k.push_str("sub:");
+            k.push_str(id);
+        }
+    }
+    k
+}
+
+/// Raises a subject's "revoked before" instant, never lowers it.
+const REVOKE_SUBJECT: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '')
+if cur == nil or tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+end
+return 1
+"#;
+
+/// Records a session's first refresh token.
+const START_SESSION: &str = r#"
+redis.call('HSET', KEYS[1], 'current', ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// One refresh-token rotation. KEYS: session state, session revocation.
+/// ARGV: presented jti, next jti, successor, now ms, grace ms, state EXAT,
+/// revocation EXAT.
+const ROTATE_REFRESH: &str = r#"
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked', ''} end
+local cur = redis.call('HGET', KEYS[1], 'current')
+if not cur then return {'unknown', ''} end
+if cur == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'previous', ARGV[1], 'rotated_ms', ARGV[4], 'successor', ARGV[3])
+  redis.call('EXPIREAT', KEYS[1], ARGV[6])
+  return {'rotated', ''}
+end
+if redis.call('HGET', KEYS[1], 'previous') == ARGV[1] and tonumber(ARGV[5]) > 0 then
+  local at = tonumber(redis.call('HGET', KEYS[1], 'rotated_ms'))
+  if tonumber(ARGV[4]) - at <= tonumber(ARGV[5]) then
+    return {'retry', redis.call('HGET', KEYS[1], 'successor')}
+  end
+end
+redis.call('SET', KEYS[2], ARGV[4], 'EXAT', ARGV[7])
+return {'reuse', ''}
+"#;
 
 #[async_trait::async_trait]
 impl RevocationStore for RedisStore {
-    async fn revoke(&self, jti: &str, until: i64) -> Result<bool, StoreError> {
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
         self.check_connected()?;
+        let key_kind = match kind {
+            RevocationKind::Jti => KeyKind::Jti,
+            RevocationKind::Session => KeyKind::Session,
+        };
         let set: Option<String> = self
             .client
             .with_options(&self.options)
             .set(
-                self.jti_key(jti),
+                self.key(key_kind, id),
                 now_ms(),
                 Some(Expiration::EXAT(until)),
                 Some(SetOptions::NX),
@@ -172,15 +264,81 @@ impl RevocationStore for RedisStore {
         Ok(set.is_some())
     }
 
-    async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+    async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {
+        let key = self.key(KeyKind::Subject, subject);
+        self.eval(
+            REVOKE_SUBJECT,
+            &[&key],
+            &[revoked_before_us.to_string(), until.to_string()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
         self.check_connected()?;
-        let n: i64 = self
-            .client
-            .with_options(&self.options)
-            .exists(self.jti_key(jti))
+        // One round trip; single-key commands, so it works on a cluster too.
+        let pipeline = self.client.pipeline();
+        let _: () = pipeline
+            .exists(self.key(KeyKind::Jti, q.jti))
             .await
             .map_err(unavailable)?;
-        Ok(n > 0)
+        let _: () = pipeline
+            .get(self.key(KeyKind::Subject, q.subject))
+            .await
+            .map_err(unavailable)?;
+        if let Some(sid) = q.session_id {
+            let _: () = pipeline
+                .exists(self.key(KeyKind::Session, sid))
+                .await
+                .map_err(unavailable)?;
+        }
+        let replies: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+        let jti = replies.first().and_then(Value::as_i64).unwrap_or(0) > 0;
+        let subject = replies
+            .get(1)
+            .and_then(Value::as_i64)
+            .is_some_and(|before| q.covered_by_subject(before));
+        let session = replies.get(2).and_then(Value::as_i64).unwrap_or(0) > 0;
+        Ok(jti || subject || session)
+    }
+
+    async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError> {
+        let key = self.key(KeyKind::SessionState, session_id);
+        self.eval(START_SESSION, &[&key], &[refresh_jti.to_owned(), until.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        let state = self.key(KeyKind::SessionState, r.session_id);
+        let revoked = self.key(KeyKind::Session, r.session_id);
+        let reply = self
+            .eval(
+                ROTATE_REFRESH,
+                &[&state, &revoked],
+                &[
+                    r.presented_jti.to_owned(),
+                    r.next_jti.to_owned(),
+                    r.successor.to_owned(),
+                    r.now_ms.to_string(),
+                    r.grace_ms.to_string(),
+                    r.state_until.to_string(),
+                    r.revoke_until.to_string(),
+                ],
+            )
+            .await?;
+        let parts: Vec<String> = reply
+            .convert()
+            .map_err(|e: Error| StoreError::Protocol(format!("rotation reply: {e}")))?;
+        Ok(match parts.first().map(String::as_str) {
+            Some("rotated") => RotationOutcome::Rotated,
+            Some("retry") => RotationOutcome::Retry(parts.get(1).cloned().unwrap_or_default()),
+            Some("reuse") => RotationOutcome::Reused,
+            Some("revoked") => RotationOutcome::SessionRevoked,
+            Some("unknown") => RotationOutcome::UnknownSession,
+            other => return Err(StoreError::Protocol(format!("rotation reply {other:?}"))),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

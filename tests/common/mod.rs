@@ -33,11 +33,7 @@ where
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn redis_server_binary() -> PathBuf {
@@ -50,9 +46,7 @@ fn redis_server_binary() -> PathBuf {
             return p;
         }
     }
-    panic!(
-        "redis-server not found: install it (apt-get install redis-server) or run scripts/test, which does"
-    );
+    panic!("redis-server not found: install it (apt-get install redis-server) or run scripts/test, which does");
 }
 
 /// A `redis-server` child process on a free loopback port; killed on drop.
@@ -108,10 +102,7 @@ impl RedisServer {
         self.child = Some(child);
         let start = Instant::now();
         while self.cmd(&["PING"]).as_deref() != Some("+PONG") {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis-server did not start"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -158,10 +149,7 @@ impl RedisServer {
     /// `TTL key` as a number.
     pub fn ttl(&self, key: &str) -> i64 {
         let reply = self.cmd(&["TTL", key]).expect("TTL reply");
-        reply
-            .trim_start_matches(':')
-            .parse()
-            .expect("TTL is an integer")
+        reply.trim_start_matches(':').parse().expect("TTL is an integer")
     }
 }
 
@@ -261,19 +249,13 @@ impl TestServer {
 /// A minimal HTTP/1.1 GET: returns the status code and the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .expect("admin connects");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("admin connects");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
@@ -285,12 +267,7 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 pub fn sign_hs(claims: &serde_json::Value, kid: Option<&str>) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = kid.map(str::to_string);
-    jsonwebtoken::encode(
-        &header,
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET),
-    )
-    .unwrap()
+    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(TEST_SECRET)).unwrap()
 }
 
 /// Now, in Unix seconds.
@@ -308,7 +285,11 @@ pub fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("redis-cli runs (it comes with redis-server)");
-    assert!(out.status.success(), "redis-cli {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -332,7 +313,15 @@ impl RevokdProcess {
     pub fn spawn(args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_revokd"))
-            .args(["serve", "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--grpc-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(args)
             .env_clear()
             .env("RUST_LOG", "info")
@@ -381,7 +370,9 @@ impl RevokdProcess {
 
 impl Drop for RevokdProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -405,7 +396,9 @@ impl TcpProxy {
         let (o, c) = (open.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
                 if !o.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
