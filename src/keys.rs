@@ -523,6 +523,64 @@ pub fn keygen(alg: KeygenAlg, kid: &str, dir: &Path) -> Result<std::path::PathBu
     Ok(path)
 }
 
+/// A fingerprint of the key files in `dir` (names and contents), to notice changes.
+fn fingerprint(dir: &Path) -> std::io::Result<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.') && (n.ends_with(".pem") || n.ends_with(".secret")))
+        .collect();
+    names.sort();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for name in names {
+        name.hash(&mut h);
+        // Read through the links, as a Kubernetes Secret volume swaps `..data` underneath them.
+        std::fs::read(dir.join(&name)).unwrap_or_default().hash(&mut h);
+    }
+    Ok(h.finish())
+}
+
+/// Reloads the key ring whenever the files in `dir` change (checked every
+/// `every`). A key set that does not load is refused with a log line and the
+/// ring in force stays. `on_reload` runs after each successful swap (to drop
+/// cached verifications made with keys that may be gone).
+pub fn watch(
+    dir: std::path::PathBuf,
+    signing_kid: Option<String>,
+    ring: Arc<arc_swap::ArcSwap<KeyRing>>,
+    every: std::time::Duration,
+    on_reload: impl Fn(&KeyRing) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = fingerprint(&dir).ok();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = match fingerprint(&dir) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot read the keys directory; keeping the keys in force");
+                    continue;
+                }
+            };
+            if now == last {
+                continue;
+            }
+            last = now;
+            match KeyRing::load_dir(&dir, signing_kid.as_deref()) {
+                Ok(new) => {
+                    tracing::info!(keys = ?new, "keys reloaded");
+                    ring.store(Arc::new(new));
+                    on_reload(&ring.load());
+                }
+                Err(e) => tracing::error!(error = %e, "new key set refused; keeping the keys in force"),
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,62 +694,4 @@ mod tests {
         assert_eq!(ring.signing().kid, "k1");
         assert_eq!(ring.verifying_keys().len(), 1);
     }
-}
-
-/// A fingerprint of the key files in `dir` (names and contents), to notice changes.
-fn fingerprint(dir: &Path) -> std::io::Result<u64> {
-    use std::hash::{Hash, Hasher};
-    let mut names: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.') && (n.ends_with(".pem") || n.ends_with(".secret")))
-        .collect();
-    names.sort();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for name in names {
-        name.hash(&mut h);
-        // Read through the links, as a Kubernetes Secret volume swaps `..data` underneath them.
-        std::fs::read(dir.join(&name)).unwrap_or_default().hash(&mut h);
-    }
-    Ok(h.finish())
-}
-
-/// Reloads the key ring whenever the files in `dir` change (checked every
-/// `every`). A key set that does not load is refused with a log line and the
-/// ring in force stays. `on_reload` runs after each successful swap (to drop
-/// cached verifications made with keys that may be gone).
-pub fn watch(
-    dir: std::path::PathBuf,
-    signing_kid: Option<String>,
-    ring: Arc<arc_swap::ArcSwap<KeyRing>>,
-    every: std::time::Duration,
-    on_reload: impl Fn(&KeyRing) + Send + Sync + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last = fingerprint(&dir).ok();
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = match fingerprint(&dir) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "cannot read the keys directory; keeping the keys in force");
-                    continue;
-                }
-            };
-            if now == last {
-                continue;
-            }
-            last = now;
-            match KeyRing::load_dir(&dir, signing_kid.as_deref()) {
-                Ok(new) => {
-                    tracing::info!(keys = ?new, "keys reloaded");
-                    ring.store(Arc::new(new));
-                    on_reload(&ring.load());
-                }
-                Err(e) => tracing::error!(error = %e, "new key set refused; keeping the keys in force"),
-            }
-        }
-    })
 }
