@@ -82,7 +82,11 @@ async fn pairs_and_rotation(redis: Option<&RedisServer>) {
     for access in [&s.access_token, &a2, &a3] {
         assert_eq!(verdict(&mut c, access).await, Verdict::Revoked);
     }
-    assert_eq!(refresh(&mut c, &r3).await, Err(Code::Unauthenticated), "the newest refresh token died too");
+    assert_eq!(
+        refresh(&mut c, &r3).await,
+        Err(Code::Unauthenticated),
+        "the newest refresh token died too"
+    );
     server.shutdown().await;
 }
 
@@ -112,7 +116,10 @@ async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>) {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => ok += 1,
-            Err(code) => assert!(matches!(code, Code::PermissionDenied | Code::Unauthenticated), "{code:?}"),
+            Err(code) => assert!(
+                matches!(code, Code::PermissionDenied | Code::Unauthenticated),
+                "{code:?}"
+            ),
         }
     }
     assert_eq!(ok, 1, "exactly one of 50 concurrent refreshes succeeds");
