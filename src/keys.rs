@@ -473,7 +473,7 @@ pub fn generate_private_pem(alg: KeygenAlg) -> Result<String, KeyError> {
     let fail = || KeyError::Set("key generation failed".into());
     let pkcs8: Vec<u8> = match alg {
         KeygenAlg::EdDsa => sig::Ed25519KeyPair::generate()
-            .and_then(|k| k.to_pkcs8())
+            .and_then(|k| k.to_pkcs8v1())
             .map_err(|_| fail())?
             .as_ref()
             .to_vec(),

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use crate::authority::{RevokeTarget, SessionParams, SessionTarget, SessionTokens, TokenAuthority};
 use crate::error::Error;
@@ -35,10 +37,29 @@ impl TokenGrpcService {
     /// Counts the call by method and status code; errors become statuses here.
     fn reply<T>(&self, method: &'static str, result: Result<T, Error>) -> Result<Response<T>, Status> {
         let result = result.map(Response::new).map_err(Status::from);
-        self.metrics
-            .grpc(method, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok));
+        let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.grpc(method, code);
+        Span::current().record("code", crate::metrics::code_name(code));
         result
     }
+}
+
+/// The span of one call: method, status code, and what it concerned (jti,
+/// session, verdict), never a token. INFO, so each call but VerifyToken leaves
+/// one access-log line when it closes; VerifyToken's is DEBUG, as it is the hot path.
+fn rpc_span(method: &'static str) -> Span {
+    tracing::info_span!("rpc", method, code = Empty, jti = Empty, session_id = Empty)
+}
+
+fn verify_span() -> Span {
+    tracing::debug_span!(
+        "rpc",
+        method = "VerifyToken",
+        code = Empty,
+        verdict = Empty,
+        jti = Empty,
+        session_id = Empty
+    )
 }
 
 /// The proto enum value of a verdict.
@@ -78,6 +99,8 @@ fn claims_from_proto(s: Option<prost_types::Struct>) -> Result<serde_json::Map<S
 #[tonic::async_trait]
 impl TokenService for TokenGrpcService {
     async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Result<Response<IssueTokenResponse>, Status> {
+        let span = rpc_span("IssueToken");
+        let _entered = span.enter();
         self.reply("IssueToken", self.issue(request.into_inner()))
     }
 
@@ -85,62 +108,91 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<VerifyTokenRequest>,
     ) -> Result<Response<VerifyTokenResponse>, Status> {
-        let result = self.verify(request.get_ref()).await;
-        self.reply("VerifyToken", result)
+        async {
+            let result = self.verify(request.get_ref()).await;
+            self.reply("VerifyToken", result)
+        }
+        .instrument(verify_span())
+        .await
     }
 
     async fn revoke_token(
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
-        let result = self.revoke(request.into_inner()).await;
-        self.reply("RevokeToken", result)
+        async {
+            let result = self.revoke(request.into_inner()).await;
+            self.reply("RevokeToken", result)
+        }
+        .instrument(rpc_span("RevokeToken"))
+        .await
     }
 
     async fn issue_session(
         &self,
         request: Request<IssueSessionRequest>,
     ) -> Result<Response<IssueSessionResponse>, Status> {
-        let result = self.issue_session(request.into_inner()).await;
-        self.reply("IssueSession", result)
+        async {
+            let result = self.issue_session(request.into_inner()).await;
+            self.reply("IssueSession", result)
+        }
+        .instrument(rpc_span("IssueSession"))
+        .await
     }
 
     async fn refresh_session(
         &self,
         request: Request<RefreshSessionRequest>,
     ) -> Result<Response<RefreshSessionResponse>, Status> {
-        let result = self.authority.refresh_session(&request.get_ref().refresh_token).await;
-        self.reply("RefreshSession", result.map(refresh_response))
+        async {
+            let result = self.authority.refresh_session(&request.get_ref().refresh_token).await;
+            if let Ok(t) = &result {
+                Span::current().record("session_id", t.session_id.as_str());
+            }
+            self.reply("RefreshSession", result.map(refresh_response))
+        }
+        .instrument(rpc_span("RefreshSession"))
+        .await
     }
 
     async fn revoke_session(
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        let result = self.revoke_session(request.into_inner()).await;
-        self.reply("RevokeSession", result)
+        async {
+            let result = self.revoke_session(request.into_inner()).await;
+            self.reply("RevokeSession", result)
+        }
+        .instrument(rpc_span("RevokeSession"))
+        .await
     }
 
     async fn revoke_subject(
         &self,
         request: Request<RevokeSubjectRequest>,
     ) -> Result<Response<RevokeSubjectResponse>, Status> {
-        let req = request.into_inner();
-        let result = self
-            .authority
-            .revoke_subject(&req.subject, &req.reason)
-            .await
-            .map(|r| RevokeSubjectResponse {
-                revoked_before: Some(prost_types::Timestamp {
-                    seconds: r.revoked_before_us.div_euclid(1_000_000),
-                    nanos: (r.revoked_before_us.rem_euclid(1_000_000) * 1000) as i32,
-                }),
-                expires_at: Some(timestamp(r.until)),
-            });
-        self.reply("RevokeSubject", result)
+        async {
+            let req = request.into_inner();
+            let result =
+                self.authority
+                    .revoke_subject(&req.subject, &req.reason)
+                    .await
+                    .map(|r| RevokeSubjectResponse {
+                        revoked_before: Some(prost_types::Timestamp {
+                            seconds: r.revoked_before_us.div_euclid(1_000_000),
+                            nanos: (r.revoked_before_us.rem_euclid(1_000_000) * 1000) as i32,
+                        }),
+                        expires_at: Some(timestamp(r.until)),
+                    });
+            self.reply("RevokeSubject", result)
+        }
+        .instrument(rpc_span("RevokeSubject"))
+        .await
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        let span = rpc_span("GetJwks");
+        let _entered = span.enter();
         self.reply("GetJwks", self.jwks())
     }
 }
@@ -166,6 +218,7 @@ impl TokenGrpcService {
             session: None,
         };
         let issued = self.authority.issue(params)?;
+        Span::current().record("jti", issued.jti.as_str());
         Ok(IssueTokenResponse {
             token: issued.token,
             jti: issued.jti,
@@ -177,6 +230,14 @@ impl TokenGrpcService {
     async fn verify(&self, req: &VerifyTokenRequest) -> Result<VerifyTokenResponse, Error> {
         let audience = (!req.audience.is_empty()).then_some(req.audience.as_str());
         let outcome = self.authority.verify(&req.token, audience).await?;
+        let span = Span::current();
+        span.record("verdict", outcome.verdict.as_str());
+        if let Some(t) = &outcome.token {
+            span.record("jti", t.claims.jti.as_str());
+            if let Some(sid) = &t.claims.session_id {
+                span.record("session_id", sid.as_str());
+            }
+        }
         let mut resp = VerifyTokenResponse {
             verdict: verdict_to_proto(outcome.verdict) as i32,
             ..Default::default()
@@ -204,6 +265,7 @@ impl TokenGrpcService {
             None => return Err(Error::invalid("target", "set either token or jti")),
         };
         let outcome = self.authority.revoke(target, &req.reason).await?;
+        Span::current().record("jti", outcome.jti.as_str());
         Ok(RevokeTokenResponse {
             newly_revoked: outcome.newly_revoked,
             expires_at: Some(timestamp(outcome.until)),
@@ -220,6 +282,7 @@ impl TokenGrpcService {
             refresh_ttl: duration_from_proto("refresh_ttl", req.refresh_ttl)?,
         };
         let t = self.authority.issue_session(params).await?;
+        Span::current().record("session_id", t.session_id.as_str());
         Ok(IssueSessionResponse {
             access_token: t.access_token,
             refresh_token: t.refresh_token,
@@ -237,6 +300,7 @@ impl TokenGrpcService {
             None => return Err(Error::invalid("target", "set either session_id or token")),
         };
         let outcome = self.authority.revoke_session(target, &req.reason).await?;
+        Span::current().record("session_id", outcome.jti.as_str());
         Ok(RevokeSessionResponse {
             session_id: outcome.jti,
             newly_revoked: outcome.newly_revoked,

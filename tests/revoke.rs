@@ -3,6 +3,8 @@
 
 mod common;
 
+use revokd::config::RevocationCheck;
+
 use std::time::Duration;
 
 use common::{RedisServer, TestServer, eventually, http_get, now, sign_hs};
@@ -200,9 +202,18 @@ async fn bad_requests_are_invalid_argument_naming_the_field() {
 }
 
 #[tokio::test]
-async fn redis_down_fails_closed_and_recovers() {
+async fn redis_down_fails_closed_and_recovers_with_the_mirror() {
+    redis_down_fails_closed_and_recovers(RevocationCheck::Mirror).await;
+}
+
+#[tokio::test]
+async fn redis_down_fails_closed_and_recovers_with_redis_lookups() {
+    redis_down_fails_closed_and_recovers(RevocationCheck::Redis).await;
+}
+
+async fn redis_down_fails_closed_and_recovers(mode: RevocationCheck) {
     let mut redis = RedisServer::start();
-    let server = TestServer::start(Some(&redis)).await;
+    let server = TestServer::start_mode(Some(&redis), mode).await;
     let mut client = server.client().await;
     let issued = client
         .issue_token(IssueTokenRequest {

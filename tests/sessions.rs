@@ -4,6 +4,8 @@
 
 mod common;
 
+use revokd::config::RevocationCheck;
+
 use std::time::Duration;
 
 use common::{RedisServer, RevokdProcess, TestServer, eventually, keys_dir, redis_cli};
@@ -51,8 +53,8 @@ async fn refresh(c: &mut Client, refresh_token: &str) -> Result<(String, String)
     .map_err(|s| s.code())
 }
 
-async fn pairs_and_rotation(redis: Option<&RedisServer>) {
-    let server = TestServer::start(redis).await;
+async fn pairs_and_rotation(redis: Option<&RedisServer>, mode: RevocationCheck) {
+    let server = TestServer::start_mode(redis, mode).await;
     let mut c = server.client().await;
     let s = login(&mut c, "alice").await;
     assert_eq!(s.session_id.len(), 22);
@@ -93,16 +95,16 @@ async fn pairs_and_rotation(redis: Option<&RedisServer>) {
 #[tokio::test]
 async fn pairs_and_rotation_with_redis() {
     let redis = RedisServer::start();
-    pairs_and_rotation(Some(&redis)).await;
+    pairs_and_rotation(Some(&redis), RevocationCheck::Mirror).await;
 }
 
 #[tokio::test]
 async fn pairs_and_rotation_in_memory() {
-    pairs_and_rotation(None).await;
+    pairs_and_rotation(None, RevocationCheck::Mirror).await;
 }
 
-async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>) {
-    let server = TestServer::start(redis).await;
+async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>, mode: RevocationCheck) {
+    let server = TestServer::start_mode(redis, mode).await;
     let mut c = server.client().await;
     let s = login(&mut c, "alice").await;
     let tasks: Vec<_> = (0..50)
@@ -129,12 +131,12 @@ async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_yield_one_success_with_redis() {
     let redis = RedisServer::start();
-    concurrent_refreshes_yield_one_success(Some(&redis)).await;
+    concurrent_refreshes_yield_one_success(Some(&redis), RevocationCheck::Mirror).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_yield_one_success_in_memory() {
-    concurrent_refreshes_yield_one_success(None).await;
+    concurrent_refreshes_yield_one_success(None, RevocationCheck::Mirror).await;
 }
 
 #[tokio::test]
@@ -155,8 +157,8 @@ async fn grace_window_retries_only_the_previous_token() {
     server.shutdown().await;
 }
 
-async fn logout_of_one_session(redis: Option<&RedisServer>) {
-    let server = TestServer::start(redis).await;
+async fn logout_of_one_session(redis: Option<&RedisServer>, mode: RevocationCheck) {
+    let server = TestServer::start_mode(redis, mode).await;
     let mut c = server.client().await;
     let by_id = login(&mut c, "alice").await;
     let by_token = login(&mut c, "alice").await;
@@ -215,7 +217,7 @@ async fn logout_of_one_session(redis: Option<&RedisServer>) {
 #[tokio::test]
 async fn logout_of_one_session_with_redis() {
     let redis = RedisServer::start();
-    logout_of_one_session(Some(&redis)).await;
+    logout_of_one_session(Some(&redis), RevocationCheck::Mirror).await;
     // Cluster-friendly layout: the session's keys share a hash tag.
     let keys = redis_cli(&redis, &["--scan", "--pattern", "revokd:*"]);
     assert!(keys.lines().any(|k| k.starts_with("revokd:sid:{")), "{keys}");
@@ -224,11 +226,11 @@ async fn logout_of_one_session_with_redis() {
 
 #[tokio::test]
 async fn logout_of_one_session_in_memory() {
-    logout_of_one_session(None).await;
+    logout_of_one_session(None, RevocationCheck::Mirror).await;
 }
 
-async fn logout_everywhere(redis: Option<&RedisServer>) {
-    let server = TestServer::start(redis).await;
+async fn logout_everywhere(redis: Option<&RedisServer>, mode: RevocationCheck) {
+    let server = TestServer::start_mode(redis, mode).await;
     let mut c = server.client().await;
     let phone = login(&mut c, "alice").await;
     let laptop = login(&mut c, "alice").await;
@@ -283,12 +285,12 @@ async fn logout_everywhere(redis: Option<&RedisServer>) {
 #[tokio::test]
 async fn logout_everywhere_with_redis() {
     let redis = RedisServer::start();
-    logout_everywhere(Some(&redis)).await;
+    logout_everywhere(Some(&redis), RevocationCheck::Mirror).await;
 }
 
 #[tokio::test]
 async fn logout_everywhere_in_memory() {
-    logout_everywhere(None).await;
+    logout_everywhere(None, RevocationCheck::Mirror).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,4 +335,28 @@ async fn session_and_subject_revocations_reach_other_instances() {
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairs_and_rotation_with_redis_lookups() {
+    let redis = RedisServer::start();
+    pairs_and_rotation(Some(&redis), RevocationCheck::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_of_one_session_with_redis_lookups() {
+    let redis = RedisServer::start();
+    logout_of_one_session(Some(&redis), RevocationCheck::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_everywhere_with_redis_lookups() {
+    let redis = RedisServer::start();
+    logout_everywhere(Some(&redis), RevocationCheck::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_yield_one_success_with_redis_lookups() {
+    let redis = RedisServer::start();
+    concurrent_refreshes_yield_one_success(Some(&redis), RevocationCheck::Redis).await;
 }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use revokd::config::RevocationCheck;
+
 use common::{RedisServer, TestServer, now, sign_hs};
 use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
 use serde_json::json;
@@ -31,8 +33,8 @@ fn rand_suffix() -> String {
     format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
 }
 
-async fn every_verdict(redis: Option<&RedisServer>) {
-    let server = TestServer::start(redis).await;
+async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
+    let server = TestServer::start_mode(redis, mode).await;
     let mut client = server.client().await;
 
     // VALID, with claims echoed back.
@@ -160,10 +162,16 @@ async fn every_verdict(redis: Option<&RedisServer>) {
 #[tokio::test]
 async fn every_verdict_with_redis() {
     let redis = RedisServer::start();
-    every_verdict(Some(&redis)).await;
+    every_verdict(Some(&redis), RevocationCheck::Mirror).await;
 }
 
 #[tokio::test]
 async fn every_verdict_in_memory() {
-    every_verdict(None).await;
+    every_verdict(None, RevocationCheck::Mirror).await;
+}
+
+#[tokio::test]
+async fn every_verdict_with_redis_lookups() {
+    let redis = RedisServer::start();
+    every_verdict(Some(&redis), RevocationCheck::Redis).await;
 }

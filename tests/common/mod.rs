@@ -190,6 +190,15 @@ impl TestServer {
         (config, keys)
     }
 
+    /// Starts revokd with the test configuration and the given revocation check mode.
+    pub async fn start_mode(redis: Option<&RedisServer>, mode: revokd::config::RevocationCheck) -> Self {
+        let (mut config, keys) = Self::config(redis);
+        config.revocation_check = mode;
+        let mut s = Self::start_with(config).await;
+        s._keys = Some(keys);
+        s
+    }
+
     /// Starts revokd with the test configuration.
     pub async fn start(redis: Option<&RedisServer>) -> Self {
         let (config, keys) = Self::config(redis);
