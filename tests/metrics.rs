@@ -81,3 +81,19 @@ async fn metrics_move_with_real_calls() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_metrics_exist_only_with_a_mirror() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let p = RevokdProcess::spawn(&["--redis-url", &url, "--revocation-check", "redis"]);
+    common::eventually(std::time::Duration::from_secs(5), "store up", || async {
+        metric(&p.metrics().await, "revokd_store_up") == Some(1.0)
+    })
+    .await;
+    let text = p.metrics().await;
+    assert!(
+        !text.contains("revokd_mirror_synced"),
+        "no mirror, no mirror alert: {text}"
+    );
+}

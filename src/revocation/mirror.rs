@@ -417,6 +417,8 @@ impl MirrorSync {
             resyncing: AtomicBool::new(false),
             metrics,
         });
+        sync.metrics.mirror_synced(false);
+        sync.metrics.mirror_entries(0);
         let s = sync.clone();
         tokio::spawn(async move { s.run().await });
         let s = sync.clone();
