@@ -569,7 +569,14 @@ pub fn watch(
                 continue;
             }
             last = now;
-            match KeyRing::load_dir(&dir, signing_kid.as_deref()) {
+            // Without --signing-kid, the key that signs now keeps signing while it is there,
+            // so adding a second private key for a rotation is not refused.
+            let current = ring.load().signing().kid.clone();
+            let loaded = match &signing_kid {
+                Some(kid) => KeyRing::load_dir(&dir, Some(kid)),
+                None => KeyRing::load_dir(&dir, Some(&current)).or_else(|_| KeyRing::load_dir(&dir, None)),
+            };
+            match loaded {
                 Ok(new) => {
                     tracing::info!(keys = ?new, "keys reloaded");
                     ring.store(Arc::new(new));

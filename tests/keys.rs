@@ -206,3 +206,26 @@ async fn jwks_publishes_public_keys_only_over_http_and_grpc() {
     assert_eq!(kids, vec!["ed", "es", "rs"]);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn without_signing_kid_the_current_signer_survives_an_added_key() {
+    let dir = tempfile::tempdir().unwrap();
+    revokd::keys::keygen(KeygenAlg::EdDsa, "k1", dir.path()).unwrap();
+    let mut c = config(dir.path(), "k1");
+    c.signing_kid = None;
+    let server = TestServer::start_with(c).await;
+    revokd::keys::keygen(KeygenAlg::EdDsa, "k2", dir.path()).unwrap();
+    eventually(Duration::from_secs(5), "k2 loaded", || async { jwks_kids(&server).await == ["k1", "k2"] }).await;
+    let issued = server
+        .client()
+        .await
+        .issue_token(IssueTokenRequest {
+            subject: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.key_id, "k1", "the signer in force keeps signing");
+    server.shutdown().await;
+}
