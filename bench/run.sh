@@ -305,6 +305,7 @@ BASE_TOKEN=$(issue_token)
 stop "$REVOKD_PID"
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 SECONDS=0
 say "baseline (bare tonic, no work) on $BASE_ADDR"
 run_baseline baseline-1
@@ -320,6 +321,7 @@ run_baseline baseline-2
 stop "$BASE_PID"
 
 # ---- the table ---------------------------------------------------------------
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 BASE_RPS=$(awk -v a="${RPS[baseline-1]}" -v b="${RPS[baseline-2]}" 'BEGIN { printf "%.2f", (a + b) / 2 }')
 DRIFT=$(awk -v a="${RPS[baseline-1]}" -v b="${RPS[baseline-2]}" 'BEGIN { printf "%+.1f%%", (b - a) / a * 100 }')
 MISSED=0
@@ -348,7 +350,7 @@ row() { # row NAME LABEL MIN_RATIO(or -) CHECK_P99(yes|no)
 {
   echo "# revokd load benchmark"
   echo
-  echo "- date: $STARTED; measured in ${SECONDS}s"
+  echo "- date: $STARTED; measured in ${SECONDS}s; load average $LOAD_START at the start, $LOAD_END at the end"
   echo "- command: \`bench/run.sh\` (h2load -c $CLIENTS -m $STREAMS -t 1, ${DURATION}s measured after ${WARMUP}s warm-up; half rate: --rps per client = max / 2 / $CLIENTS)"
   echo "- machine: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(rustc --version), $(h2load --version | head -1), $(redis-server --version | cut -d' ' -f1-3)"
   echo "- Redis holds $REVOKED revoked jtis; baseline = bare tonic server, no work (mean of ${RPS[baseline-1]} and ${RPS[baseline-2]} req/s, drift $DRIFT over the run)"

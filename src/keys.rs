@@ -523,8 +523,10 @@ pub fn keygen(alg: KeygenAlg, kid: &str, dir: &Path) -> Result<std::path::PathBu
     Ok(path)
 }
 
-/// A fingerprint of the key files in `dir` (names and contents), to notice changes.
-fn fingerprint(dir: &Path) -> std::io::Result<u64> {
+/// A fingerprint of the key files in `dir` (names and contents), to notice
+/// changes. Take it before loading: a change in between then shows as a
+/// difference at the next check, never as a missed update.
+pub fn fingerprint(dir: &Path) -> std::io::Result<u64> {
     use std::hash::{Hash, Hasher};
     let mut names: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
@@ -541,7 +543,8 @@ fn fingerprint(dir: &Path) -> std::io::Result<u64> {
     Ok(h.finish())
 }
 
-/// Reloads the key ring whenever the files in `dir` change (checked every
+/// Reloads the key ring whenever the files in `dir` change from the
+/// fingerprint `loaded_from` the ring in force was loaded at (checked every
 /// `every`). A key set that does not load is refused with a log line and the
 /// ring in force stays. `on_reload` runs after each successful swap (to drop
 /// cached verifications made with keys that may be gone).
@@ -550,10 +553,11 @@ pub fn watch(
     signing_kid: Option<String>,
     ring: Arc<arc_swap::ArcSwap<KeyRing>>,
     every: std::time::Duration,
+    loaded_from: Option<u64>,
     on_reload: impl Fn(&KeyRing) + Send + Sync + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = fingerprint(&dir).ok();
+        let mut last = loaded_from;
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -54,6 +54,7 @@ pub struct Server {
     authority: Arc<TokenAuthority>,
     store: Arc<dyn RevocationStore>,
     keys: Arc<ArcSwap<KeyRing>>,
+    keys_fingerprint: Option<u64>,
     metrics: Metrics,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
 }
@@ -62,6 +63,10 @@ impl Server {
     /// Loads keys, connects the store and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, StartError> {
         config.validate().map_err(StartError::Config)?;
+        let keys_fingerprint = config
+            .keys_dir
+            .as_deref()
+            .and_then(|d| crate::keys::fingerprint(d).ok());
         let ring = match &config.keys_dir {
             Some(dir) => KeyRing::load_dir(dir, config.signing_kid.as_deref())?,
             None => {
@@ -147,6 +152,7 @@ impl Server {
             authority,
             store,
             keys,
+            keys_fingerprint,
             metrics,
             prometheus,
         })
@@ -211,6 +217,7 @@ impl Server {
                     self.config.signing_kid.clone(),
                     self.keys.clone(),
                     self.config.keys_reload_interval,
+                    self.keys_fingerprint,
                     move |_| authority.cache().clear(),
                 ))
             }

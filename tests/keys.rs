@@ -215,7 +215,10 @@ async fn without_signing_kid_the_current_signer_survives_an_added_key() {
     c.signing_kid = None;
     let server = TestServer::start_with(c).await;
     revokd::keys::keygen(KeygenAlg::EdDsa, "k2", dir.path()).unwrap();
-    eventually(Duration::from_secs(5), "k2 loaded", || async { jwks_kids(&server).await == ["k1", "k2"] }).await;
+    eventually(Duration::from_secs(5), "k2 loaded", || async {
+        jwks_kids(&server).await == ["k1", "k2"]
+    })
+    .await;
     let issued = server
         .client()
         .await
