@@ -8,29 +8,14 @@
 //! Bounded: when a shard is full, expired entries go first, then an
 //! arbitrary one (hash order, i.e. effectively random).
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
+use crate::prehashed::PrehashedMap;
 use crate::tokens::AuthenticatedToken;
 
 const SHARDS: usize = 16;
-
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
 
 struct Entry {
     /// The exact token, compared on every hit (the map key is only its hash).
@@ -40,7 +25,7 @@ struct Entry {
     until: i64,
 }
 
-type Shard = HashMap<u64, Entry, BuildHasherDefault<Prehashed>>;
+type Shard = PrehashedMap<Entry>;
 
 /// A bounded map from token bytes to verified claims.
 pub struct VerifiedTokenCache {

@@ -12,6 +12,7 @@
 //! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis, the
 //!   push-synced mirror in front of it, and memory.
 //! - [`cache`]: the verified-token cache (token bytes to verified claims).
+//! - [`prehashed`]: maps keyed by keyed hashes (mirror, cache).
 //! - [`authority`]: issue, verify, revoke: tokens, cache and store; audit events.
 //! - [`service`]: the gRPC `TokenService`: decode, call the authority, encode.
 //! - [`error`]: domain errors and their one mapping to gRPC statuses.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod prehashed;
 pub mod proto;
 pub mod revocation;
 pub mod server;

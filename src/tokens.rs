@@ -133,6 +133,14 @@ pub struct AuthenticatedToken {
     pub claims: Claims,
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Microseconds since the Unix epoch.
 pub fn unix_micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)

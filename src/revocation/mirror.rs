@@ -23,44 +23,22 @@
 //! `--stale-grace` of losing the stream, when the last synced mirror still
 //! answers.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::RespVersion;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::prehashed::PrehashedMap;
 use crate::revocation::redis::{KeyKind, RedisStore};
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
+use crate::tokens::now_ms;
 
-/// A hasher for keys that already are hashes.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, _: &[u8]) {
-        unreachable!("only u64 keys")
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type HashedMap = HashMap<u64, i64, BuildHasherDefault<Prehashed>>;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+type HashedMap = PrehashedMap<i64>;
 
 /// The in-process copy of every live revocation: jtis, sessions and
 /// subjects, each as a keyed hash with its expiry.
@@ -82,7 +60,7 @@ struct Entries {
     /// hash(sid) -> until.
     sid: HashedMap,
     /// hash(subject) -> (revoked before, µs; until).
-    sub: HashMap<u64, (i64, i64), BuildHasherDefault<Prehashed>>,
+    sub: PrehashedMap<(i64, i64)>,
 }
 
 /// Which revocations of a query the mirror holds (all must be confirmed).

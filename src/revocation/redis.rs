@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::cmd;
 use fred::prelude::*;
@@ -26,16 +26,10 @@ use fred::types::RespVersion;
 use crate::error::StoreError;
 use crate::metrics::Metrics;
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
+use crate::tokens::now_ms;
 
 /// After this long, fred's connection state outranks a drop event.
 const STALE_DROP_MS: i64 = 500;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Revocations in Redis.
 pub struct RedisStore {
