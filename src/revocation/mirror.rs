@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
 use fred::types::RespVersion;
+use fred::types::client::Invalidation;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -416,7 +417,8 @@ impl MirrorSync {
         use tokio::sync::broadcast::error::RecvError;
         let mut errors = self.client.error_rx();
         let mut reconnects = self.client.reconnect_rx();
-        let mut invalidations = self.client.invalidation_rx();
+        let s = self.clone();
+        tokio::spawn(s.apply_invalidations(self.client.invalidation_rx()));
         let _connection = self.client.connect();
         loop {
             tokio::select! {
@@ -433,20 +435,40 @@ impl MirrorSync {
                     }
                     Err(RecvError::Closed) => return,
                 },
-                i = invalidations.recv() => match i {
-                    Ok(inv) => {
-                        let keys: Vec<String> = inv.keys.into_iter().filter_map(|k| k.into_string()).collect();
-                        let s = self.clone();
-                        tokio::spawn(async move { s.refresh(keys).await });
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        // Changes were dropped: rebuild.
-                        self.lost(&format!("{n} invalidations lagged"));
-                        self.trigger_resync();
-                    }
-                    Err(RecvError::Closed) => return,
-                },
             }
+        }
+    }
+
+    /// Applies invalidations in batches: whatever arrived while the previous
+    /// batch was being re-read goes into the next pipeline, so a burst of
+    /// revocations costs a few round trips and bounded memory, and a lone one
+    /// is applied at once.
+    async fn apply_invalidations(self: Arc<Self>, mut invalidations: tokio::sync::broadcast::Receiver<Invalidation>) {
+        use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+        const MAX_BATCH: usize = 1024;
+        let lagged = |s: &Arc<Self>, n: u64| {
+            // Changes were dropped: rebuild.
+            s.lost(&format!("{n} invalidations lagged"));
+            s.trigger_resync();
+        };
+        loop {
+            let mut keys: Vec<String> = match invalidations.recv().await {
+                Ok(inv) => inv.keys.into_iter().filter_map(|k| k.into_string()).collect(),
+                Err(RecvError::Lagged(n)) => {
+                    lagged(&self, n);
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            while keys.len() < MAX_BATCH {
+                match invalidations.try_recv() {
+                    Ok(inv) => keys.extend(inv.keys.into_iter().filter_map(|k| k.into_string())),
+                    Err(TryRecvError::Lagged(n)) => lagged(&self, n),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => return,
+                }
+            }
+            self.refresh(keys).await;
         }
     }
 
