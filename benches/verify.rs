@@ -2,9 +2,10 @@
 //! `TokenVerifier::verify(token, None, now)`, i.e. size cap, header, key by
 //! kid, signature, claims, time window and issuer. No revocation lookup and no
 //! gRPC: what a never-seen token costs revokd's CPU beyond the transport.
-//! Also the revocation mirror's lookup (`RevocationMirror::contains`), which
+//! Also the revocation mirror's lookup (`RevocationMirror::lookup`), which
 //! every verify pays with `--revocation-check mirror`, for a miss (the usual
-//! case: the token is not revoked) and a hit, in a mirror of 100,000 entries.
+//! case: the token is not revoked) and a hit, in a mirror of 100,000 entries;
+//! and the verified-token cache: a hit, and a never-seen token's miss + insert.
 //!
 //! Run: `cargo bench --bench verify`.
 
@@ -12,9 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use revokd::cache::VerifiedTokenCache;
 use revokd::config::KeygenAlg;
 use revokd::keys::KeyRing;
+use revokd::metrics::Metrics;
 use revokd::revocation::mirror::RevocationMirror;
 use revokd::revocation::{RevocationKind, RevocationQuery};
 use revokd::tokens::{IssueParams, IssuePolicy, TokenIssuer, TokenVerifier, VerifyPolicy};
@@ -110,12 +113,45 @@ fn mirror(c: &mut Criterion) {
     group.finish();
 }
 
+/// The verified-token cache (10,000 entries, full): a hit, and what a
+/// never-seen token pays on top of verification when the cache is on (a miss,
+/// then an insert that must evict). The load harness measures "unique tokens"
+/// with the cache off, so this is the part it leaves out.
+fn token_cache(c: &mut Criterion) {
+    const CAPACITY: usize = 10_000;
+    let (verifier, token) = setup(KeygenAlg::Hs256, "hs");
+    let value = Arc::new(verifier.authenticate(&token).expect("valid"));
+    let cache = VerifiedTokenCache::new(CAPACITY, Metrics::new());
+    for i in 0..2 * CAPACITY {
+        cache.insert(&format!("{token}.filler{i}"), value.clone(), NOW + 3600, NOW);
+    }
+    cache.insert(&token, value.clone(), NOW + 3600, NOW);
+    assert!(cache.get(&token, NOW).is_some());
+    let mut group = c.benchmark_group("token_cache_10k");
+    group.bench_function("hit", |b| b.iter(|| cache.get(std::hint::black_box(&token), NOW)));
+    let mut i = 0u64;
+    group.bench_function("unique_miss_then_insert", |b| {
+        b.iter_batched(
+            || {
+                i += 1;
+                format!("{token}.unique{i}")
+            },
+            |t| {
+                assert!(cache.get(&t, NOW).is_none());
+                cache.insert(&t, value.clone(), NOW + 3600, NOW);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = verify, mirror
+    targets = verify, mirror, token_cache
 }
 criterion_main!(benches);
