@@ -5,8 +5,8 @@
 //! audience and revocation are checked on every verify. Bad tokens are never
 //! cached, so garbage cannot crowd out good entries.
 //!
-//! Bounded: when a shard is full, expired entries go first, then an
-//! arbitrary one (hash order, i.e. effectively random).
+//! Bounded: when a shard is full, an insert looks at a few entries (hash
+//! order, i.e. effectively random): the expired ones among them go, else one.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex};
@@ -16,6 +16,9 @@ use crate::prehashed::PrehashedMap;
 use crate::tokens::AuthenticatedToken;
 
 const SHARDS: usize = 16;
+
+/// How many entries an insert into a full shard looks at to pick what to evict.
+const EVICTION_SAMPLE: usize = 8;
 
 struct Entry {
     /// The exact token, compared on every hit (the map key is only its hash).
@@ -83,14 +86,23 @@ impl VerifiedTokenCache {
         {
             let mut shard = self.shard(h);
             if shard.len() >= self.per_shard && !shard.contains_key(&h) {
-                let before = shard.len();
-                shard.retain(|_, e| e.until >= now);
-                if shard.len() >= self.per_shard
-                    && let Some(victim) = shard.keys().next().copied()
-                {
-                    shard.remove(&victim);
+                // O(1), not a scan of the shard: expired entries among a few
+                // (in hash order, so effectively random) go first, else the first of them.
+                let sample: Vec<(u64, bool)> = shard
+                    .iter()
+                    .take(EVICTION_SAMPLE)
+                    .map(|(k, e)| (*k, e.until < now))
+                    .collect();
+                let expired: Vec<u64> = sample.iter().filter(|(_, x)| *x).map(|(k, _)| *k).collect();
+                let victims = if expired.is_empty() {
+                    sample.first().map(|(k, _)| vec![*k]).unwrap_or_default()
+                } else {
+                    expired
+                };
+                for k in &victims {
+                    shard.remove(k);
                 }
-                evicted = before - shard.len();
+                evicted = victims.len();
             }
             shard.insert(
                 h,
