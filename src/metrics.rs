@@ -177,10 +177,9 @@ impl Metrics {
         }
     }
 
-    /// Verified-token cache: `n` entries evicted; `entries` held now.
-    pub fn cache_evicted(&self, n: u64, entries: usize) {
+    /// Verified-token cache: `n` entries evicted to make room.
+    pub fn cache_evicted(&self, n: u64) {
         self.0.cache_evictions.increment(n);
-        self.0.cache_entries.set(entries as f64);
     }
 
     /// Verified-token cache size.
