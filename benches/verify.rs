@@ -123,9 +123,9 @@ fn token_cache(c: &mut Criterion) {
     let value = Arc::new(verifier.authenticate(&token).expect("valid"));
     let cache = VerifiedTokenCache::new(CAPACITY, Metrics::new());
     for i in 0..2 * CAPACITY {
-        cache.insert(&format!("{token}.filler{i}"), value.clone(), NOW + 3600, NOW);
+        cache.insert(&format!("{token}.filler{i}"), value.clone(), NOW + 3600, NOW, 0);
     }
-    cache.insert(&token, value.clone(), NOW + 3600, NOW);
+    cache.insert(&token, value.clone(), NOW + 3600, NOW, 0);
     assert!(cache.get(&token, NOW).is_some());
     let mut group = c.benchmark_group("token_cache_10k");
     group.bench_function("hit", |b| b.iter(|| cache.get(std::hint::black_box(&token), NOW)));
@@ -138,7 +138,7 @@ fn token_cache(c: &mut Criterion) {
             },
             |t| {
                 assert!(cache.get(&t, NOW).is_none());
-                cache.insert(&t, value.clone(), NOW + 3600, NOW);
+                cache.insert(&t, value.clone(), NOW + 3600, NOW, 0);
             },
             BatchSize::SmallInput,
         )

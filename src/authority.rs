@@ -206,12 +206,13 @@ impl TokenAuthority {
         if let Some(hit) = self.cache.get(token, now) {
             return Ok(hit);
         }
+        let generation = self.cache.generation();
         let authenticated = Arc::new(self.verifier.authenticate(token)?);
         let until = authenticated
             .claims
             .expires_at
             .saturating_add(self.verifier.policy().leeway.as_secs() as i64);
-        self.cache.insert(token, authenticated.clone(), until, now);
+        self.cache.insert(token, authenticated.clone(), until, now, generation);
         Ok(authenticated)
     }
 
@@ -263,7 +264,8 @@ impl TokenAuthority {
                 if jti.len() > MAX_JTI_BYTES {
                     return Err(Error::invalid("jti", format!("longer than {MAX_JTI_BYTES} bytes")));
                 }
-                let until = now + self.issuer.policy().max_ttl.as_secs() as i64 + leeway;
+                // A bare jti may be a refresh token's: keep it as long as any token can live.
+                let until = self.max_lifetime_until(now);
                 (jti, until, String::new(), String::new())
             }
         };
@@ -468,8 +470,16 @@ impl TokenAuthority {
             if subject.is_empty() {
                 return Err(Error::invalid("subject", "must not be empty"));
             }
+            let first_us = unix_micros(SystemTime::now());
+            let until = self.max_lifetime_until(first_us.div_euclid(1_000_000));
+            self.observe_store(
+                "revoke_subject",
+                self.store.revoke_subject(subject, first_us, until).await,
+            )?;
+            // A refresh that checked revocation before the first write landed signs
+            // with an iat before this second instant, so moving the bar here (the
+            // store only ever raises it) covers every token issued before we return.
             let now_us = unix_micros(SystemTime::now());
-            let until = self.max_lifetime_until(now_us.div_euclid(1_000_000));
             self.observe_store(
                 "revoke_subject",
                 self.store.revoke_subject(subject, now_us, until).await,

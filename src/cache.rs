@@ -9,7 +9,7 @@
 //! order, i.e. effectively random): the expired ones among them go, else one.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::metrics::Metrics;
@@ -40,6 +40,9 @@ pub struct VerifiedTokenCache {
     per_shard: usize,
     /// Entries held, kept beside the shards.
     count: AtomicUsize,
+    /// Bumped by every [`VerifiedTokenCache::clear`]: an authentication that
+    /// began under an older key ring must not be inserted after the clear.
+    generation: AtomicU64,
     metrics: Metrics,
 }
 
@@ -54,6 +57,7 @@ impl VerifiedTokenCache {
                 .collect(),
             per_shard,
             count: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             metrics,
         }
     }
@@ -80,8 +84,14 @@ impl VerifiedTokenCache {
         found
     }
 
-    /// Remembers that `token` authenticated as `value`, until `until` (Unix seconds).
-    pub fn insert(&self, token: &str, value: Arc<AuthenticatedToken>, until: i64, now: i64) {
+    /// The current generation; read it before authenticating, pass it to [`VerifiedTokenCache::insert`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Remembers that `token` authenticated as `value`, until `until` (Unix
+    /// seconds), unless the cache was cleared since `generation` was read.
+    pub fn insert(&self, token: &str, value: Arc<AuthenticatedToken>, until: i64, now: i64, generation: u64) {
         if self.shards.is_empty() || until < now {
             return;
         }
@@ -89,6 +99,10 @@ impl VerifiedTokenCache {
         let mut evicted = 0;
         {
             let mut shard = self.shard(h);
+            // Checked under the shard lock; clear() bumps first, then empties each shard.
+            if self.generation.load(Ordering::SeqCst) != generation {
+                return;
+            }
             if shard.len() >= self.per_shard && !shard.contains_key(&h) {
                 // O(1), not a scan of the shard: expired entries among a few
                 // (in hash order, so effectively random) go first, else the first of them.
@@ -131,6 +145,7 @@ impl VerifiedTokenCache {
 
     /// Forgets everything (after a key change).
     pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         for s in &self.shards {
             let mut shard = s.lock().unwrap_or_else(|e| e.into_inner());
             self.count.fetch_sub(shard.len(), Ordering::Relaxed);
@@ -178,7 +193,7 @@ mod tests {
     #[test]
     fn hits_until_expiry_and_exact_bytes_only() {
         let cache = VerifiedTokenCache::new(100, Metrics::new());
-        cache.insert("tok-a", token("a"), 130, 50);
+        cache.insert("tok-a", token("a"), 130, 50, cache.generation());
         assert_eq!(cache.get("tok-a", 130).unwrap().claims.jti, "a");
         assert!(cache.get("tok-a", 131).is_none(), "expired");
         assert!(cache.get("tok-b", 60).is_none());
@@ -190,25 +205,34 @@ mod tests {
     fn stays_bounded() {
         let cache = VerifiedTokenCache::new(64, Metrics::new());
         for i in 0..10_000 {
-            cache.insert(&format!("tok-{i}"), token("x"), 1_000, 0);
+            cache.insert(&format!("tok-{i}"), token("x"), 1_000, 0, 0);
         }
         assert!(cache.len() <= 64, "{}", cache.len());
         // Expired entries are dropped before live ones: every shard full of expired
         // entries, one insert purges its whole shard.
         let cache = VerifiedTokenCache::new(64, Metrics::new());
         for i in 0..1_000 {
-            cache.insert(&format!("old-{i}"), token("o"), 10, 0);
+            cache.insert(&format!("old-{i}"), token("o"), 10, 0, cache.generation());
         }
         assert_eq!(cache.len(), 64);
-        cache.insert("new", token("n"), 1_000, 20);
+        cache.insert("new", token("n"), 1_000, 20, 0);
         assert!(cache.get("new", 20).is_some());
         assert!(cache.len() <= 61, "{}", cache.len());
     }
 
     #[test]
+    fn an_authentication_begun_before_a_clear_is_not_cached() {
+        let cache = VerifiedTokenCache::new(100, Metrics::new());
+        let before = cache.generation();
+        cache.clear();
+        cache.insert("old-key-token", token("a"), 1_000, 0, before);
+        assert!(cache.get("old-key-token", 0).is_none());
+    }
+
+    #[test]
     fn zero_capacity_disables() {
         let cache = VerifiedTokenCache::new(0, Metrics::new());
-        cache.insert("t", token("a"), 1_000, 0);
+        cache.insert("t", token("a"), 1_000, 0, 0);
         assert!(cache.get("t", 0).is_none());
     }
 }

@@ -240,7 +240,9 @@ impl TokenVerifier {
         if claims.token_use != expected {
             return Err(Verdict::WrongTokenType);
         }
-        if now > claims.expires_at.saturating_add(leeway) {
+        // RFC 7519: valid only *before* exp; a revocation kept until exp + leeway
+        // (Redis EXAT) therefore covers every instant the token is accepted.
+        if now >= claims.expires_at.saturating_add(leeway) {
             return Err(Verdict::Expired);
         }
         if let Some(nbf) = claims.not_before
@@ -566,8 +568,8 @@ mod tests {
         let (issuer, verifier) = setup();
         let t = issuer.issue(params("a"), NOW_US).unwrap().token;
         let exp = NOW + 900;
-        assert!(verifier.verify(&t, None, exp + 30).is_ok());
-        assert_eq!(verifier.verify(&t, None, exp + 31), Err(Verdict::Expired));
+        assert!(verifier.verify(&t, None, exp + 29).is_ok());
+        assert_eq!(verifier.verify(&t, None, exp + 30), Err(Verdict::Expired));
         assert!(verifier.verify(&t, None, NOW - 30).is_ok());
         assert_eq!(verifier.verify(&t, None, NOW - 31), Err(Verdict::NotYetValid));
     }

@@ -148,6 +148,17 @@ async fn grace_window_retries_only_the_previous_token() {
     let mut c = server.client().await;
     let s = login(&mut c, "alice").await;
     let first = refresh(&mut c, &s.refresh_token).await.unwrap();
+    // The successor (live tokens) is kept in Redis for the grace window only.
+    let succ = format!("revokd:succ:{{{}}}", s.session_id);
+    let pttl: i64 = redis
+        .cmd(&["PTTL", &succ])
+        .unwrap()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl}");
+    let state = format!("revokd:sess:{{{}}}", s.session_id);
+    assert_eq!(redis.cmd(&["HEXISTS", &state, "successor"]).as_deref(), Some(":0"));
     // A retry of the same token (a lost response) gets the same successor.
     assert_eq!(refresh(&mut c, &s.refresh_token).await.unwrap(), first);
     let second = refresh(&mut c, &first.1).await.unwrap();

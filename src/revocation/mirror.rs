@@ -379,6 +379,7 @@ impl MirrorSync {
                 c.max_command_attempts = 1;
                 // With the heartbeat below there is always a command to time out on a dead link.
                 c.unresponsive.max_timeout = Some(timeout * 2);
+                c.unresponsive.interval = Duration::from_millis(250);
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
@@ -493,6 +494,11 @@ impl MirrorSync {
             match self.load_all().await {
                 Ok(loaded) if self.epoch.load(Ordering::SeqCst) == epoch => {
                     self.mirror.mark_synced();
+                    // A loss between the check and the mark would be overwritten: look again.
+                    if self.epoch.load(Ordering::SeqCst) != epoch {
+                        self.mirror.mark_unsynced();
+                        continue;
+                    }
                     self.metrics.mirror_synced(true);
                     self.metrics.mirror_resynced(self.mirror.last_resync_ms());
                     self.metrics.mirror_entries(self.mirror.len());
@@ -571,7 +577,8 @@ impl MirrorSync {
         let pipeline = self.client.pipeline();
         for (kind, id) in &keys {
             let full = crate::revocation::redis::key(&self.prefix, kind.key_kind(), id);
-            let _: () = pipeline.expire_time(full.as_str()).await?;
+            // Milliseconds: a hand-written sub-second expiry must not round down.
+            let _: () = pipeline.pexpire_time(full.as_str()).await?;
             let _: () = pipeline.get(full.as_str()).await?;
         }
         let replies: Vec<Value> = pipeline.all().await?;
@@ -583,7 +590,7 @@ impl MirrorSync {
                 Some(-2) | None => None,
                 // -1: no expiry (written by hand without EXAT): revoked for good.
                 Some(-1) => Some(i64::MAX),
-                Some(t) => Some(t),
+                Some(ms) => Some(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)),
             };
             let value = pair.get(1).and_then(Value::as_i64);
             match (kind, until) {
@@ -632,7 +639,11 @@ impl MirrorSync {
                     self.trigger_resync();
                 }
                 if n.is_multiple_of(4) {
-                    let _: Result<String, _> = self.client.ping(None).await;
+                    // A link that died silently shows here first: stop trusting the mirror at once.
+                    let pong: Result<String, _> = self.client.ping(None).await;
+                    if let Err(e) = pong {
+                        self.lost(&format!("heartbeat failed: {e}"));
+                    }
                 }
             }
             if n.is_multiple_of(40) {

@@ -172,6 +172,8 @@ pub enum KeyKind {
     Subject,
     /// `<prefix>sess:{<sid>}`: a session's refresh rotation state (a hash).
     SessionState,
+    /// `<prefix>succ:{<sid>}`: the pair a rotation returned, kept for the grace window only.
+    Successor,
 }
 
 /// The key of `id` under `prefix`. Session keys carry the session id as a
@@ -184,8 +186,12 @@ pub fn key(prefix: &str, kind: KeyKind, id: &str) -> String {
             k.push_str("jti:");
             k.push_str(id);
         }
-        KeyKind::Session | KeyKind::SessionState => {
-            k.push_str(if kind == KeyKind::Session { "sid:{" } else { "sess:{" });
+        KeyKind::Session | KeyKind::SessionState | KeyKind::Successor => {
+            k.push_str(match kind {
+                KeyKind::Session => "sid:{",
+                KeyKind::SessionState => "sess:{",
+                _ => "succ:{",
+            });
             k.push_str(id);
             k.push('}');
         }
@@ -213,25 +219,31 @@ redis.call('EXPIREAT', KEYS[1], ARGV[2])
 return 1
 "#;
 
-/// One refresh-token rotation. KEYS: session state, session revocation.
-/// ARGV: presented jti, next jti, successor, now ms, grace ms, state EXAT,
-/// revocation EXAT.
+/// One refresh-token rotation. KEYS: session state, session revocation, the
+/// successor (all with the session's hash tag). ARGV: presented jti, next jti,
+/// successor, now ms, grace ms, state EXAT, revocation EXAT. The successor
+/// (live tokens) is kept only for the grace window, in its own key.
 const ROTATE_REFRESH: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked', ''} end
 local cur = redis.call('HGET', KEYS[1], 'current')
 if not cur then return {'unknown', ''} end
 if cur == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'previous', ARGV[1], 'rotated_ms', ARGV[4], 'successor', ARGV[3])
+  redis.call('HSET', KEYS[1], 'current', ARGV[2], 'previous', ARGV[1], 'rotated_ms', ARGV[4])
   redis.call('EXPIREAT', KEYS[1], ARGV[6])
+  if tonumber(ARGV[5]) > 0 and ARGV[3] ~= '' then
+    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[5])
+  end
   return {'rotated', ''}
 end
 if redis.call('HGET', KEYS[1], 'previous') == ARGV[1] and tonumber(ARGV[5]) > 0 then
   local at = tonumber(redis.call('HGET', KEYS[1], 'rotated_ms'))
-  if tonumber(ARGV[4]) - at <= tonumber(ARGV[5]) then
-    return {'retry', redis.call('HGET', KEYS[1], 'successor')}
+  local successor = redis.call('GET', KEYS[3])
+  if successor and tonumber(ARGV[4]) - at <= tonumber(ARGV[5]) then
+    return {'retry', successor}
   end
 end
 redis.call('SET', KEYS[2], ARGV[4], 'EXAT', ARGV[7])
+redis.call('DEL', KEYS[3])
 return {'reuse', ''}
 "#;
 
@@ -289,10 +301,11 @@ impl RevocationStore for RedisStore {
         }
         let replies: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
         let jti = replies.first().and_then(Value::as_i64).unwrap_or(0) > 0;
-        let subject = replies
-            .get(1)
-            .and_then(Value::as_i64)
-            .is_some_and(|before| q.covered_by_subject(before));
+        // A subject key whose value is not an instant (written by hand) revokes everything.
+        let subject = match replies.get(1) {
+            None | Some(Value::Null) => false,
+            Some(v) => q.covered_by_subject(v.as_i64().unwrap_or(i64::MAX)),
+        };
         let session = replies.get(2).and_then(Value::as_i64).unwrap_or(0) > 0;
         Ok(jti || subject || session)
     }
@@ -307,10 +320,11 @@ impl RevocationStore for RedisStore {
     async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
         let state = self.key(KeyKind::SessionState, r.session_id);
         let revoked = self.key(KeyKind::Session, r.session_id);
+        let successor = self.key(KeyKind::Successor, r.session_id);
         let reply = self
             .eval(
                 ROTATE_REFRESH,
-                &[&state, &revoked],
+                &[&state, &revoked, &successor],
                 &[
                     r.presented_jti.to_owned(),
                     r.next_jti.to_owned(),
