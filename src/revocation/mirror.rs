@@ -276,19 +276,10 @@ impl RevocationStore for MirroredStore {
         // A hit: rare (revoked tokens are rarely presented), so confirm it.
         match self.redis.is_revoked(q).await {
             Ok(true) => Ok(true),
-            Ok(false) => {
-                // A collision or a missed deletion: drop what matched.
-                if hits.jti {
-                    self.mirror.remove(RevocationKind::Jti, q.jti);
-                }
-                if let (true, Some(sid)) = (hits.session, q.session_id) {
-                    self.mirror.remove(RevocationKind::Session, sid);
-                }
-                if hits.subject {
-                    self.mirror.remove_subject(q.subject);
-                }
-                Ok(false)
-            }
+            // A collision, or a deletion missed while disconnected. The entry is
+            // left alone: removing it here could race a re-revocation that an
+            // invalidation just added, and entries only ever err towards "present".
+            Ok(false) => Ok(false),
             // The mirror says revoked and Redis cannot say otherwise: fail closed.
             Err(_) => Ok(true),
         }
@@ -327,6 +318,8 @@ pub struct MirrorSync {
     /// synced if no loss happened while it ran.
     epoch: AtomicU64,
     resyncing: AtomicBool,
+    /// Serializes [`MirrorSync::load`] (a tokio Mutex: held across the pipeline's await).
+    load_lock: tokio::sync::Mutex<()>,
     metrics: Metrics,
 }
 
@@ -395,6 +388,7 @@ impl MirrorSync {
             timeout,
             epoch: AtomicU64::new(0),
             resyncing: AtomicBool::new(false),
+            load_lock: tokio::sync::Mutex::new(()),
             metrics,
         });
         sync.metrics.mirror_synced(false);
@@ -567,6 +561,9 @@ impl MirrorSync {
     /// Re-reads `keys` (full Redis keys) and adds or drops each; returns how
     /// many are present.
     async fn load(&self, keys: Vec<String>, measure_lag: bool) -> Result<usize, Error> {
+        // Reads and their application happen in one order: a resync page read
+        // before a DEL+SET must not be applied after the re-read that follows the SET.
+        let _serial = self.load_lock.lock().await;
         let keys: Vec<(Mirrored, String)> = keys
             .iter()
             .filter_map(|k| self.classify(k).map(|(kind, id)| (kind, id.to_owned())))
