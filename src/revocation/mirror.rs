@@ -29,7 +29,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use fred::prelude::*;
-use fred::types::RespVersion;
 use fred::types::client::Invalidation;
 
 use crate::error::StoreError;
@@ -362,25 +361,12 @@ impl MirrorSync {
         mirror: Arc<RevocationMirror>,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        config.version = RespVersion::RESP3;
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = timeout;
-                c.internal_command_timeout = timeout;
-                c.max_command_attempts = 1;
-                // With the heartbeat below there is always a command to time out on a dead link.
-                c.unresponsive.max_timeout = Some(timeout * 2);
-                c.unresponsive.interval = Duration::from_millis(250);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = 1 << 16;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        // A deep event channel: invalidations arrive in bursts.
+        let client = crate::revocation::redis::client(url, timeout, 1 << 16, |c| {
+            // With the heartbeat below there is always a command to time out on a dead link.
+            c.unresponsive.max_timeout = Some(timeout * 2);
+            c.unresponsive.interval = Duration::from_millis(250);
+        })?;
         let sync = Arc::new(MirrorSync {
             client,
             mirror,

@@ -52,6 +52,36 @@ fn unavailable(e: Error) -> StoreError {
     }
 }
 
+/// A RESP3 client for `url` as revokd uses them: retries forever in the
+/// background (also when Redis is down at start, with backoff from 20 ms to
+/// 1 s), every command bounded by `timeout`, and a command in flight when the
+/// socket drops fails instead of being replayed later. `tune` adjusts the
+/// connection settings further.
+pub fn client(
+    url: &str,
+    timeout: Duration,
+    event_capacity: usize,
+    tune: impl FnOnce(&mut fred::types::config::ConnectionConfig),
+) -> Result<Client, StoreError> {
+    let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    config.version = RespVersion::RESP3;
+    config.fail_fast = false;
+    Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = timeout;
+            c.internal_command_timeout = timeout;
+            c.max_command_attempts = 1;
+            tune(c);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = timeout;
+            p.broadcast_channel_capacity = event_capacity;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
+        .build()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
 impl RedisStore {
     /// Connects to `url` in the background. Waits up to `timeout` for the
     /// first connection; if Redis is not there yet the store still starts,
@@ -62,24 +92,7 @@ impl RedisStore {
         timeout: Duration,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        config.version = RespVersion::RESP3;
-        // Keep retrying in the background when Redis is down at start.
-        config.fail_fast = false;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = timeout;
-                c.internal_command_timeout = timeout;
-                // A command in flight when the socket drops fails instead of being replayed later.
-                c.max_command_attempts = 1;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = timeout;
-                p.broadcast_channel_capacity = 4096;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
-            .build()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let client = client(url, timeout, 4096, |_| {})?;
         // Not connected until the first on_reconnect.
         let dropped_at_ms = Arc::new(AtomicI64::new(now_ms()));
         let flag = dropped_at_ms.clone();
