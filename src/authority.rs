@@ -171,11 +171,6 @@ impl TokenAuthority {
         self.verifier.keys().jwks_json().to_owned()
     }
 
-    /// The revocation store.
-    pub fn store(&self) -> &Arc<dyn RevocationStore> {
-        &self.store
-    }
-
     /// The verified-token cache (cleared when keys change).
     pub fn cache(&self) -> &VerifiedTokenCache {
         &self.cache

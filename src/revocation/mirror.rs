@@ -184,17 +184,6 @@ impl RevocationMirror {
         self.len() == 0
     }
 
-    /// Bytes the jti table holds, by its bucket count (for the memory figure).
-    pub fn jti_table_bytes(&self) -> usize {
-        let cap = self.read().jti.capacity();
-        if cap == 0 {
-            return 0;
-        }
-        // hashbrown keeps at most 7/8 of its power-of-two buckets full, one control byte each.
-        let buckets = (cap * 8 / 7).next_power_of_two();
-        buckets * (std::mem::size_of::<(u64, i64)>() + 1)
-    }
-
     /// Whether every change under the prefix is being received.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::SeqCst)

@@ -144,11 +144,6 @@ impl RedisStore {
         key(&self.prefix, kind, id)
     }
 
-    /// The underlying client (shared connection).
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn check_connected(&self) -> Result<(), StoreError> {
         let dropped = self.dropped_at_ms.load(Ordering::SeqCst);
         if dropped == 0 || (now_ms() - dropped > STALE_DROP_MS && self.client.is_connected()) {
