@@ -83,12 +83,13 @@ pub enum SessionTarget {
 }
 
 /// The revocation lookup for an authenticated token.
-fn query(t: &AuthenticatedToken) -> RevocationQuery<'_> {
+fn query(t: &AuthenticatedToken, now: i64) -> RevocationQuery<'_> {
     RevocationQuery {
         jti: &t.claims.jti,
         session_id: t.claims.session_id.as_deref(),
         subject: &t.claims.subject,
         issued_at_us: t.claims.issued_at_us,
+        now,
     }
 }
 
@@ -226,7 +227,7 @@ impl TokenAuthority {
             self.metrics.verified(verdict, started.elapsed());
             return Ok(VerifyOutcome { verdict, token: None });
         }
-        let revoked = self.observe_store("is_revoked", self.store.is_revoked(&query(&authenticated)).await)?;
+        let revoked = self.observe_store("is_revoked", self.store.is_revoked(&query(&authenticated, now)).await)?;
         let verdict = if revoked { Verdict::Revoked } else { Verdict::Valid };
         self.metrics.verified(verdict, started.elapsed());
         Ok(VerifyOutcome {
@@ -361,7 +362,7 @@ impl TokenAuthority {
         let Some(sid) = t.claims.session_id.clone() else {
             return Err(refused("not a session token"));
         };
-        if self.observe_store("is_revoked", self.store.is_revoked(&query(&t)).await)? {
+        if self.observe_store("is_revoked", self.store.is_revoked(&query(&t, now)).await)? {
             return Err(refused("revoked"));
         }
         let params = SessionParams {

@@ -19,10 +19,20 @@ struct SessionState {
     until: i64,
 }
 
+impl State {
+    fn revoked_mut(&mut self, kind: RevocationKind) -> &mut HashMap<String, i64> {
+        match kind {
+            RevocationKind::Jti => &mut self.jti,
+            RevocationKind::Session => &mut self.sid,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Revoked ids by kind, each with its expiry (Unix seconds).
-    revoked: HashMap<(RevocationKind, String), i64>,
+    jti: HashMap<String, i64>,
+    sid: HashMap<String, i64>,
     /// Subject -> (revoked before, in µs; expiry).
     subjects: HashMap<String, (i64, i64)>,
     sessions: HashMap<String, SessionState>,
@@ -57,7 +67,8 @@ impl MemoryStore {
     /// Drops every entry that expired at or before `now`.
     pub fn purge(&self, now: i64) {
         let mut s = self.lock();
-        s.revoked.retain(|_, until| *until > now);
+        s.jti.retain(|_, until| *until > now);
+        s.sid.retain(|_, until| *until > now);
         s.subjects.retain(|_, (_, until)| *until > now);
         s.sessions.retain(|_, st| st.until > now);
     }
@@ -65,7 +76,7 @@ impl MemoryStore {
     /// How many revocations are held (expired ones included until purged).
     pub fn len(&self) -> usize {
         let s = self.lock();
-        s.revoked.len() + s.subjects.len()
+        s.jti.len() + s.sid.len() + s.subjects.len()
     }
 
     /// Whether no revocation is held.
@@ -88,14 +99,15 @@ impl RevocationStore for MemoryStore {
     async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
         let now = now();
         let mut s = self.lock();
-        match s.revoked.get_mut(&(kind, id.to_owned())) {
+        let map = s.revoked_mut(kind);
+        match map.get_mut(id) {
             Some(existing) if *existing > now => Ok(false),
             Some(existing) => {
                 *existing = until;
                 Ok(true)
             }
             None => {
-                s.revoked.insert((kind, id.to_owned()), until);
+                map.insert(id.to_owned(), until);
                 Ok(true)
             }
         }
@@ -113,11 +125,11 @@ impl RevocationStore for MemoryStore {
     }
 
     async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
-        let now = now();
+        let now = q.now;
         let s = self.lock();
-        let live = |kind, id: &str| s.revoked.get(&(kind, id.to_owned())).is_some_and(|u| *u > now);
-        Ok(live(RevocationKind::Jti, q.jti)
-            || q.session_id.is_some_and(|sid| live(RevocationKind::Session, sid))
+        let live = |map: &HashMap<String, i64>, id: &str| map.get(id).is_some_and(|u| *u > now);
+        Ok(live(&s.jti, q.jti)
+            || q.session_id.is_some_and(|sid| live(&s.sid, sid))
             || s.subjects
                 .get(q.subject)
                 .is_some_and(|(before, until)| *until > now && q.covered_by_subject(*before)))
@@ -140,8 +152,7 @@ impl RevocationStore for MemoryStore {
     async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
         let now = now();
         let mut s = self.lock();
-        let revoked_key = (RevocationKind::Session, r.session_id.to_owned());
-        if s.revoked.get(&revoked_key).is_some_and(|u| *u > now) {
+        if s.sid.get(r.session_id).is_some_and(|u| *u > now) {
             return Ok(RotationOutcome::SessionRevoked);
         }
         let Some(st) = s.sessions.get_mut(r.session_id).filter(|st| st.until > now) else {
@@ -157,7 +168,7 @@ impl RevocationStore for MemoryStore {
         if st.previous.as_deref() == Some(r.presented_jti) && r.grace_ms > 0 && r.now_ms - st.rotated_ms <= r.grace_ms {
             return Ok(RotationOutcome::Retry(st.successor.clone()));
         }
-        s.revoked.insert(revoked_key, r.revoke_until);
+        s.sid.insert(r.session_id.to_owned(), r.revoke_until);
         Ok(RotationOutcome::Reused)
     }
 

@@ -147,10 +147,11 @@ impl RevocationMirror {
         self.write().sub.remove(&h);
     }
 
-    /// Which revocations may apply to the token at `now` (Unix seconds). No hit
+    /// Which revocations may apply to the token at `q.now`. No hit
     /// is certain; a hit must be confirmed (hash collision, or a deletion
     /// missed while disconnected).
-    pub fn lookup(&self, q: &RevocationQuery<'_>, now: i64) -> MirrorHits {
+    pub fn lookup(&self, q: &RevocationQuery<'_>) -> MirrorHits {
+        let now = q.now;
         let jti = self.hash(q.jti);
         let sid = q.session_id.map(|s| self.hash(s));
         let sub = self.hash(q.subject);
@@ -256,8 +257,7 @@ impl RevocationStore for MirroredStore {
         if !self.mirror.is_trusted(self.stale_grace) {
             return self.redis.is_revoked(q).await;
         }
-        let now = crate::tokens::unix_seconds(SystemTime::now());
-        let hits = self.mirror.lookup(q, now);
+        let hits = self.mirror.lookup(q);
         if !hits.any() {
             return Ok(false);
         }

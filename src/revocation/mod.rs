@@ -39,6 +39,8 @@ pub struct RevocationQuery<'a> {
     /// The token's `iat` in microseconds; a token without one counts as issued
     /// before any subject revocation.
     pub issued_at_us: Option<i64>,
+    /// The instant of the verification (Unix seconds), read once per verify.
+    pub now: i64,
 }
 
 impl RevocationQuery<'_> {
