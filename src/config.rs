@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::revocation::topology::RedisTarget;
+
 /// Exit status for a usage error (sysexits.h EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
 
@@ -36,6 +38,36 @@ pub enum Command {
 /// Parses a duration such as `30s`, `15m` or `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h)"))
+}
+
+/// A value that may carry a password: it never prints (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Log line format.
@@ -67,9 +99,29 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_ADMIN_ADDR", default_value = "0.0.0.0:9464")]
     pub admin_addr: SocketAddr,
 
-    /// Redis URL (redis://host:port/db). Without it revocations live in memory only.
-    #[arg(long, env = "REVOKD_REDIS_URL")]
-    pub redis_url: Option<String>,
+    /// Redis URL: redis://[user:pass@]host:port[/db], rediss:// (TLS),
+    /// redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE or rediss-sentinel://. Without it
+    /// revocations live in memory only.
+    #[arg(long, env = "REVOKD_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Redis password, when the URL carries none (keep it out of the URL: take it from a Secret).
+    #[arg(long, env = "REVOKD_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+
+    /// Password of the Sentinels themselves, if they require one.
+    #[arg(long, env = "REVOKD_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub redis_sentinel_password: Option<Secret>,
+
+    /// CA certificates (PEM) that Redis' TLS certificate must chain to (rediss:// only); the
+    /// system roots when unset.
+    #[arg(long, env = "REVOKD_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Replicas that must acknowledge every revocation write (`WAIT`) before it is acknowledged;
+    /// fewer within the store timeout fails the call with UNAVAILABLE. 0: the master's reply.
+    #[arg(long, env = "REVOKD_MIN_REPLICA_ACKS", default_value_t = 0)]
+    pub min_replica_acks: u32,
 
     /// Prefix of every Redis key revokd writes.
     #[arg(long, env = "REVOKD_KEY_PREFIX", default_value = "revokd:")]
@@ -134,10 +186,10 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_REVOCATION_CHECK", value_enum, default_value = "mirror")]
     pub revocation_check: RevocationCheck,
 
-    /// While the mirror's invalidation stream is down, keep answering from the last synced mirror
-    /// for this long before falling back to Redis lookups (0: never).
-    #[arg(long, env = "REVOKD_STALE_GRACE", default_value = "0s", value_parser = parse_duration)]
-    pub stale_grace: Duration,
+    /// The mirror answers a verify only while it is proven to hold every revocation acknowledged
+    /// more than this long ago (a heartbeat every fifth of it); otherwise one Redis lookup.
+    #[arg(long, env = "REVOKD_MAX_STALENESS", default_value = "100ms", value_parser = parse_duration)]
+    pub max_staleness: Duration,
 
     /// How many verified tokens to remember (signature and claims), so a token presented on every
     /// request skips signature work; 0 disables the cache.
@@ -167,12 +219,38 @@ impl ServeConfig {
         if self.max_token_bytes < 64 {
             return Err("--max-token-bytes must be at least 64".into());
         }
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err("--redis-url must start with redis:// or rediss://".into());
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(format!(
+                "--key-prefix {:?} must not contain {{ or }}: session keys use a {{hash tag}} of their own",
+                self.key_prefix
+            ));
         }
-        Ok(())
+        if self.max_staleness < Duration::from_millis(5) || self.max_staleness > Duration::from_secs(60) {
+            return Err("--max-staleness must be between 5ms and 60s".into());
+        }
+        if self.redis_url.is_none() {
+            if self.redis_ca_file.is_some() || self.min_replica_acks > 0 {
+                return Err("--redis-ca-file and --min-replica-acks need --redis-url".into());
+            }
+            return Ok(());
+        }
+        self.redis_target().map(|_| ())
+    }
+
+    /// The Redis deployment `--redis-url` names, if any, with its password
+    /// and TLS roots; a URL or CA file that cannot work is an error here.
+    pub fn redis_target(&self) -> Result<Option<RedisTarget>, String> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        RedisTarget::parse(
+            url.expose(),
+            self.redis_password.as_ref().map(Secret::expose),
+            self.redis_sentinel_password.as_ref().map(Secret::expose),
+            self.redis_ca_file.as_deref(),
+        )
+        .map(Some)
+        .map_err(|e| format!("--redis-url: {e}"))
     }
 
     /// A configuration for tests and embedding: loopback on port 0 for both

@@ -77,6 +77,19 @@ fn describe() {
         metrics::Unit::Seconds,
         "Unix time of the mirror's last completed full resync."
     );
+    describe_gauge!(
+        "revokd_mirror_staleness_seconds",
+        metrics::Unit::Seconds,
+        "Age of the mirror's last freshness proof (a heartbeat write seen back and every change before it applied), in seconds."
+    );
+    describe_counter!(
+        "revokd_mirror_stale_lookups_total",
+        "Verifies answered by a Redis lookup because the mirror was not fresher than --max-staleness."
+    );
+    describe_counter!(
+        "revokd_redis_master_switches_total",
+        "Redis master changes reported by Sentinel and followed."
+    );
     describe_counter!("revokd_token_cache_hits_total", "Verified-token cache hits.");
     describe_counter!("revokd_token_cache_misses_total", "Verified-token cache misses.");
     describe_counter!(
@@ -204,6 +217,22 @@ impl Metrics {
     /// A full resync finished at `at_ms` (Unix ms).
     pub fn mirror_resynced(&self, at_ms: i64) {
         gauge!("revokd_mirror_last_resync_timestamp_seconds").set(at_ms as f64 / 1000.0);
+    }
+
+    /// The age of the mirror's last freshness proof.
+    pub fn mirror_staleness(&self, age: Duration) {
+        gauge!("revokd_mirror_staleness_seconds").set(age.as_secs_f64());
+    }
+
+    /// Counts a verify the mirror could not answer because it was not fresh enough.
+    pub fn mirror_stale_lookup(&self) {
+        // Registered on first use: the series exists only where a mirror runs.
+        counter!("revokd_mirror_stale_lookups_total").increment(1);
+    }
+
+    /// Counts a Sentinel master switch followed.
+    pub fn master_switch(&self) {
+        counter!("revokd_redis_master_switches_total").increment(1);
     }
 
     /// A revocation reached the mirror `lag` after it was written.

@@ -19,8 +19,9 @@ use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::revocation::RevocationStore;
 use crate::revocation::memory::MemoryStore;
-use crate::revocation::mirror::{MirrorSync, MirroredStore, RevocationMirror};
+use crate::revocation::mirror::{MirrorSync, MirroredStore, RevocationMirror, SyncTasks};
 use crate::revocation::redis::RedisStore;
+use crate::revocation::topology::{RedisTarget, SentinelWatch};
 use crate::service::TokenGrpcService;
 use crate::tokens::{IssuePolicy, TokenIssuer, TokenVerifier, VerifyPolicy};
 
@@ -46,6 +47,62 @@ pub enum StartError {
     Serve(String),
 }
 
+/// Connects the Redis store, and the mirror and Sentinel watch when configured.
+async fn connect_redis(
+    config: &ServeConfig,
+    target: &RedisTarget,
+    metrics: &Metrics,
+) -> Result<(Arc<dyn RevocationStore>, Background), StartError> {
+    let bad = |e| StartError::Config(format!("--redis-url: {e}"));
+    tracing::info!(redis = %target, min_replica_acks = config.min_replica_acks, "connecting to redis");
+    let redis = RedisStore::connect(
+        target,
+        &config.key_prefix,
+        config.store_timeout,
+        config.min_replica_acks,
+        metrics.clone(),
+    )
+    .await
+    .map_err(bad)?;
+    let mut clients = redis.clients();
+    let gate = redis.write_gate();
+    let mut background = Background::default();
+    let store: Arc<dyn RevocationStore> = match config.revocation_check {
+        RevocationCheck::Redis => redis,
+        RevocationCheck::Mirror => {
+            let mirror = Arc::new(RevocationMirror::new());
+            let (sync, tasks) = MirrorSync::start(
+                target,
+                &config.key_prefix,
+                config.store_timeout,
+                config.max_staleness,
+                mirror.clone(),
+                metrics.clone(),
+            )
+            .map_err(bad)?;
+            clients.push(sync.client());
+            background.mirror = Some(tasks);
+            Arc::new(MirroredStore::new(
+                redis,
+                mirror,
+                vec![sync.node()],
+                config.max_staleness,
+                metrics.clone(),
+            ))
+        }
+    };
+    background.sentinel = SentinelWatch::start(
+        target,
+        clients,
+        gate,
+        (config.max_staleness / 5).max(Duration::from_millis(20)),
+        config.store_timeout,
+        metrics.clone(),
+    )
+    .map_err(|e| StartError::Config(format!("--redis-url: {e}")))?;
+    Ok((store, background))
+}
+
 /// A server with its listeners bound, ready to [`Server::run`].
 pub struct Server {
     config: ServeConfig,
@@ -57,6 +114,15 @@ pub struct Server {
     keys_fingerprint: Option<u64>,
     metrics: Metrics,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    /// What runs beside the listeners (mirror sync, Sentinel watch); dropped, they stop.
+    _background: Background,
+}
+
+/// The background tasks of the store, owned by the [`Server`].
+#[derive(Debug, Default)]
+struct Background {
+    mirror: Option<SyncTasks>,
+    sentinel: Option<SentinelWatch>,
 }
 
 impl Server {
@@ -82,34 +148,18 @@ impl Server {
         let keys = Arc::new(ArcSwap::from_pointee(ring));
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
-        let store: Arc<dyn RevocationStore> = match &config.redis_url {
-            Some(url) => {
-                let bad_url = |e| StartError::Config(format!("--redis-url: {e}"));
-                let redis = RedisStore::connect(url, &config.key_prefix, config.store_timeout, metrics.clone())
-                    .await
-                    .map_err(bad_url)?;
-                match config.revocation_check {
-                    RevocationCheck::Redis => redis,
-                    RevocationCheck::Mirror => {
-                        let mirror = Arc::new(RevocationMirror::new());
-                        MirrorSync::start(
-                            url,
-                            &config.key_prefix,
-                            config.store_timeout,
-                            mirror.clone(),
-                            metrics.clone(),
-                        )
-                        .map_err(bad_url)?;
-                        Arc::new(MirroredStore::new(redis, mirror, config.stale_grace))
-                    }
-                }
-            }
+        let target = config.redis_target().map_err(StartError::Config)?;
+        let (store, background) = match &target {
+            Some(target) => connect_redis(&config, target, &metrics).await?,
             None => {
                 tracing::warn!(
                     "no --redis-url: revocations are kept in this process only, neither shared with other replicas nor durable"
                 );
                 metrics.store_ok();
-                MemoryStore::start(Duration::from_secs(1))
+                (
+                    MemoryStore::start(Duration::from_secs(1)) as Arc<dyn RevocationStore>,
+                    Background::default(),
+                )
             }
         };
         let issuer = TokenIssuer::new(
@@ -155,6 +205,7 @@ impl Server {
             keys_fingerprint,
             metrics,
             prometheus,
+            _background: background,
         })
     }
 

@@ -145,29 +145,6 @@ async fn partitioned_instance_fails_closed_then_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_grace_lets_the_last_mirror_answer_for_a_while() {
-    let redis = RedisServer::start();
-    let keys = keys_dir();
-    let proxy = TcpProxy::start(redis.port).await;
-    let proxy_url = proxy.url();
-    let b = RevokdProcess::spawn(&args(&keys, &proxy_url, &["--stale-grace", "1h"]));
-    b.wait_synced().await;
-    let mut cb = b.client().await;
-    let (good, _) = issue(&mut cb).await;
-    let (bad, _) = issue(&mut cb).await;
-    revoke(&mut cb, &bad).await;
-
-    proxy.cut();
-    eventually(Duration::from_secs(5), "mirror marked unsynced", || async {
-        metric(&b.metrics().await, "revokd_mirror_synced") == Some(0.0)
-    })
-    .await;
-    // Within the grace the last synced mirror answers: no UNAVAILABLE, revocations still enforced.
-    assert_eq!(verify(&mut cb, &good).await, Ok(Verdict::Valid));
-    assert_eq!(verify(&mut cb, &bad).await, Ok(Verdict::Revoked));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_both_instances_resync() {
     let mut redis = RedisServer::start_persistent();
     let keys = keys_dir();

@@ -1,7 +1,8 @@
 //! Where revocations live: the [`RevocationStore`] trait and its
 //! implementations: Redis ([`redis::RedisStore`]), Redis answered from a
 //! push-synced in-process mirror ([`mirror::MirroredStore`]), and in-process
-//! memory ([`memory::MemoryStore`]).
+//! memory ([`memory::MemoryStore`]). Which Redis (one node or Sentinel, TLS)
+//! is [`topology`]'s concern.
 //!
 //! Three kinds of revocation, each kept until an absolute expiry after which
 //! every token it could match is dead anyway:
@@ -15,6 +16,7 @@
 pub mod memory;
 pub mod mirror;
 pub mod redis;
+pub mod topology;
 
 use crate::error::StoreError;
 

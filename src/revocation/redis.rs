@@ -14,6 +14,13 @@
 //! The client reconnects on its own. While it is disconnected every command
 //! fails at once (or after the store timeout) with
 //! [`StoreError::Unavailable`]: revokd fails closed and never guesses.
+//!
+//! **Durable acknowledgements.** With `--min-replica-acks N`, every write
+//! that revokes (token, session, subject, a rotation and its reuse detection)
+//! is pipelined with `WAIT N <timeout>` on a connection of its own (WAIT
+//! blocks the connection it runs on, and must run on the one that wrote);
+//! fewer acknowledgements fail the call with UNAVAILABLE. The key is still on
+//! the master then, so a retry is harmless.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -25,6 +32,7 @@ use fred::types::RespVersion;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::revocation::topology::{RedisTarget, WriteGate};
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 use crate::tokens::now_ms;
 
@@ -34,6 +42,12 @@ const STALE_DROP_MS: i64 = 500;
 /// Revocations in Redis.
 pub struct RedisStore {
     client: Client,
+    /// Where writes that wait for replicas go (the same client when they do not wait).
+    writer: Client,
+    /// `--min-replica-acks`.
+    min_replica_acks: i64,
+    /// Closed while Sentinel reports a master change the clients have not followed yet.
+    gate: Arc<WriteGate>,
     prefix: String,
     /// Per-command options: fail at once while disconnected, and time out.
     options: Options,
@@ -43,6 +57,7 @@ pub struct RedisStore {
     /// a late one could leave this stale: past [`STALE_DROP_MS`] fred's state
     /// is trusted again.
     dropped_at_ms: Arc<AtomicI64>,
+    metrics: Metrics,
 }
 
 fn unavailable(e: Error) -> StoreError {
@@ -52,18 +67,20 @@ fn unavailable(e: Error) -> StoreError {
     }
 }
 
-/// A RESP3 client for `url` as revokd uses them: retries forever in the
+/// A RESP3 client of `target` as revokd uses them: retries forever in the
 /// background (also when Redis is down at start, with backoff from 20 ms to
 /// 1 s), every command bounded by `timeout`, and a command in flight when the
 /// socket drops fails instead of being replayed later. `tune` adjusts the
 /// connection settings further.
 pub fn client(
-    url: &str,
+    target: &RedisTarget,
     timeout: Duration,
     event_capacity: usize,
     tune: impl FnOnce(&mut fred::types::config::ConnectionConfig),
 ) -> Result<Client, StoreError> {
-    let mut config = Config::from_url(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let mut config = target
+        .fred_config()
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     config.version = RespVersion::RESP3;
     config.fail_fast = false;
     Builder::from_config(config)
@@ -87,12 +104,21 @@ impl RedisStore {
     /// first connection; if Redis is not there yet the store still starts,
     /// answers UNAVAILABLE, and keeps reconnecting.
     pub async fn connect(
-        url: &str,
+        target: &RedisTarget,
         prefix: &str,
         timeout: Duration,
+        min_replica_acks: u32,
         metrics: Metrics,
     ) -> Result<Arc<Self>, StoreError> {
-        let client = client(url, timeout, 4096, |_| {})?;
+        let store_metrics = metrics.clone();
+        let client = client(target, timeout, 4096, |_| {})?;
+        let writer = if min_replica_acks > 0 {
+            let writer = self::client(target, timeout, 64, |_| {})?;
+            let _task = writer.connect();
+            writer
+        } else {
+            client.clone()
+        };
         // Not connected until the first on_reconnect.
         let dropped_at_ms = Arc::new(AtomicI64::new(now_ms()));
         let flag = dropped_at_ms.clone();
@@ -127,8 +153,14 @@ impl RedisStore {
         if tokio::time::timeout(timeout, client.wait_for_connect()).await.is_err() {
             tracing::warn!("redis not reachable yet; serving UNAVAILABLE until it is");
         }
+        if min_replica_acks > 0 {
+            let _ = tokio::time::timeout(timeout, writer.wait_for_connect()).await;
+        }
         Ok(Arc::new(RedisStore {
             client,
+            writer,
+            min_replica_acks: i64::from(min_replica_acks),
+            gate: Arc::new(WriteGate::default()),
             prefix: prefix.to_owned(),
             options: Options {
                 fail_fast: true,
@@ -136,12 +168,96 @@ impl RedisStore {
                 ..Default::default()
             },
             dropped_at_ms,
+            metrics: store_metrics,
         }))
     }
 
     /// The key of a revocation or of session state.
     pub fn key(&self, kind: KeyKind, id: &str) -> String {
         key(&self.prefix, kind, id)
+    }
+
+    /// The clients that must follow a Sentinel master switch.
+    pub fn clients(&self) -> Vec<Client> {
+        let mut clients = vec![self.client.clone()];
+        if self.min_replica_acks > 0 {
+            clients.push(self.writer.clone());
+        }
+        clients
+    }
+
+    /// The gate a Sentinel watch closes while the master is changing.
+    pub fn write_gate(&self) -> Arc<WriteGate> {
+        self.gate.clone()
+    }
+
+    /// Whether a revocation may be written now.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.check_connected()?;
+        if !self.gate.is_open() {
+            return Err(StoreError::Unavailable(
+                "the redis master is changing (Sentinel failover); not written, retry".into(),
+            ));
+        }
+        if self.min_replica_acks > 0 && !self.writer.is_connected() {
+            return Err(StoreError::Unavailable("not connected to redis".into()));
+        }
+        Ok(())
+    }
+
+    /// Runs one write, pipelined with `WAIT` when replicas must acknowledge it.
+    async fn write(&self, write: Write<'_>) -> Result<Value, StoreError> {
+        self.check_writable()?;
+        let pipeline = self.writer.with_options(&self.options).pipeline();
+        match write {
+            Write::SetNx { key, value, until } => {
+                let _: () = pipeline
+                    .set(key, value, Some(Expiration::EXAT(until)), Some(SetOptions::NX), false)
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Write::Eval { script, keys, args } => {
+                let _: () = pipeline
+                    .custom(
+                        cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)),
+                        eval_args(script, keys, args),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        if self.min_replica_acks == 0 {
+            let mut replies: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+            return Ok(replies.pop().unwrap_or(Value::Null));
+        }
+        // WAIT in the same pipeline, so on the same connection as the write: on
+        // another connection it would wait for nothing.
+        let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
+        let wait_ms = (timeout.as_millis() as i64 * 3 / 4).max(1);
+        let _: () = pipeline
+            .wait(self.min_replica_acks, wait_ms)
+            .await
+            .map_err(unavailable)?;
+        // try_all: a failed write must not be hidden behind WAIT's reply.
+        let mut replies = pipeline.try_all::<Value>().await;
+        let acked = match replies.pop() {
+            Some(Ok(v)) => v.as_i64().unwrap_or(0),
+            Some(Err(e)) => return Err(unavailable(e)),
+            None => 0,
+        };
+        let reply = match replies.pop() {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => return Err(unavailable(e)),
+            None => Value::Null,
+        };
+        if acked < self.min_replica_acks {
+            self.metrics.store_error("replica_acks");
+            return Err(StoreError::Unavailable(format!(
+                "written to the redis master but acknowledged by {acked} of the {} replicas --min-replica-acks requires within {wait_ms} ms; not acknowledged, retry",
+                self.min_replica_acks
+            )));
+        }
+        Ok(reply)
     }
 
     fn check_connected(&self) -> Result<(), StoreError> {
@@ -153,20 +269,31 @@ impl RedisStore {
         }
     }
 
-    /// EVAL with the store's options; the first key routes it on a cluster.
+    /// EVAL of a writing script (see [`RedisStore::write`]).
     async fn eval(&self, script: &str, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
-        self.check_connected()?;
-        let mut all: Vec<String> = Vec::with_capacity(2 + keys.len() + args.len());
-        all.push(script.to_owned());
-        all.push(keys.len().to_string());
-        all.extend(keys.iter().map(|k| k.to_string()));
-        all.extend(args.iter().cloned());
-        self.client
-            .with_options(&self.options)
-            .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), all)
-            .await
-            .map_err(unavailable)
+        self.write(Write::Eval { script, keys, args }).await
     }
+}
+
+/// One write [`RedisStore::write`] can wait for replicas on.
+enum Write<'a> {
+    /// `SET key value EXAT until NX`.
+    SetNx { key: String, value: i64, until: i64 },
+    /// `EVAL script`; the first key routes it on a cluster.
+    Eval {
+        script: &'a str,
+        keys: &'a [&'a str],
+        args: &'a [String],
+    },
+}
+
+fn eval_args(script: &str, keys: &[&str], args: &[String]) -> Vec<String> {
+    let mut all: Vec<String> = Vec::with_capacity(2 + keys.len() + args.len());
+    all.push(script.to_owned());
+    all.push(keys.len().to_string());
+    all.extend(keys.iter().map(|k| k.to_string()));
+    all.extend(args.iter().cloned());
+    all
 }
 
 /// The kinds of keys revokd writes.
@@ -258,24 +385,19 @@ return {'reuse', ''}
 #[async_trait::async_trait]
 impl RevocationStore for RedisStore {
     async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
-        self.check_connected()?;
         let key_kind = match kind {
             RevocationKind::Jti => KeyKind::Jti,
             RevocationKind::Session => KeyKind::Session,
         };
-        let set: Option<String> = self
-            .client
-            .with_options(&self.options)
-            .set(
-                self.key(key_kind, id),
-                now_ms(),
-                Some(Expiration::EXAT(until)),
-                Some(SetOptions::NX),
-                false,
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(set.is_some())
+        let reply = self
+            .write(Write::SetNx {
+                key: self.key(key_kind, id),
+                value: now_ms(),
+                until,
+            })
+            .await?;
+        // NX: "OK" when newly set, nil when it was already revoked.
+        Ok(!matches!(reply, Value::Null))
     }
 
     async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {

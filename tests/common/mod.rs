@@ -2,6 +2,10 @@
 //! on port 0, and a real tonic client. Readiness is polled, never slept for.
 #![allow(dead_code)]
 
+pub mod resp;
+pub mod sentinel;
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -47,6 +51,29 @@ fn redis_server_binary() -> PathBuf {
         }
     }
     panic!("redis-server not found: install it (apt-get install redis-server) or run scripts/test, which does");
+}
+
+/// Sends one command (RESP2) to the plain-TCP Redis on `port` and returns the
+/// first reply line (`+PONG`, `:1`, `-ERR ..`, `*3`), or a bulk string's payload.
+/// For arrays and whole replies use [`resp::query`].
+pub fn redis_cmd(port: u16, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
+    }
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let mut lines = text.split("\r\n");
+    let first = lines.next()?.to_string();
+    // A bulk string: return its payload instead of the length line.
+    if first.starts_with('$') && first != "$-1" {
+        return lines.next().map(str::to_string);
+    }
+    Some(first)
 }
 
 /// A `redis-server` child process on a free loopback port; killed on drop.
@@ -127,23 +154,7 @@ impl RedisServer {
 
     /// Sends one command (RESP2, inline array) and returns the first reply line.
     pub fn cmd(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{}\r\n", a.len(), a));
-        }
-        stream.write_all(req.as_bytes()).ok()?;
-        let mut buf = [0u8; 4096];
-        let n = stream.read(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf[..n]).to_string();
-        let mut lines = text.split("\r\n");
-        let first = lines.next()?.to_string();
-        // A bulk string: return its payload instead of the length line.
-        if first.starts_with('$') && first != "$-1" {
-            return lines.next().map(str::to_string);
-        }
-        Some(first)
+        redis_cmd(self.port, args)
     }
 
     /// `TTL key` as a number.
@@ -186,7 +197,7 @@ impl TestServer {
         let mut config = ServeConfig::for_tests();
         config.keys_dir = Some(keys.path().to_path_buf());
         config.signing_kid = Some("test-hs".into());
-        config.redis_url = redis.map(RedisServer::url);
+        config.redis_url = redis.map(|r| r.url().into());
         (config, keys)
     }
 
@@ -387,12 +398,36 @@ impl Drop for RevokdProcess {
 }
 
 /// A TCP proxy on a free loopback port that can cut every connection through
-/// it (and refuse new ones) to simulate a network partition.
+/// it (and refuse new ones) to simulate a network partition, or silence them
+/// (connections stay open, nothing gets through) to simulate a silent one.
 pub struct TcpProxy {
     pub port: u16,
     open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// `true` while silenced; every pump holds its next chunk until it is `false`.
+    silent: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// Copies `from` to `to` chunk by chunk; while `silent` is `true` the chunk
+/// just read (and the end of stream) is held, and nothing more is read.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut silent: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if silent.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }
 
 impl TcpProxy {
@@ -401,20 +436,24 @@ impl TcpProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let silent = std::sync::Arc::new(tokio::sync::watch::Sender::new(false));
         let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
-        let (o, c) = (open.clone(), conns.clone());
+        let (o, s, c) = (open.clone(), silent.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if !o.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let (up, down) = (s.subscribe(), s.subscribe());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await {
+                        let (client_r, client_w) = inbound.into_split();
+                        let (server_r, server_w) = outbound.into_split();
+                        tokio::join!(pump(client_r, server_w, up), pump(server_r, client_w, down));
                     }
                 });
                 c.lock().unwrap().push(task.abort_handle());
@@ -423,13 +462,19 @@ impl TcpProxy {
         TcpProxy {
             port,
             open,
+            silent,
             conns,
             accept,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        self.url_for("redis")
+    }
+
+    /// `{scheme}://127.0.0.1:{port}`, e.g. `url_for("rediss")` in front of a TLS Redis.
+    pub fn url_for(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Closes every connection and refuses new ones.
@@ -443,6 +488,20 @@ impl TcpProxy {
     /// Lets connections through again.
     pub fn restore(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A silent partition: every connection stays open and new ones are still
+    /// accepted (and connected to the target), but no byte and no end of stream
+    /// gets through in either direction. What was sent meanwhile is held, not
+    /// dropped, and delivered in order on [`TcpProxy::unsilence`], as TCP would
+    /// after a healed partition; the senders block once socket buffers fill.
+    pub fn silence(&self) {
+        self.silent.send_replace(true);
+    }
+
+    /// Ends [`TcpProxy::silence`]: held bytes flow, then everything as before.
+    pub fn unsilence(&self) {
+        self.silent.send_replace(false);
     }
 }
 

@@ -1,0 +1,105 @@
+//! [`MirroredStore`]: the Redis store, with verifies answered from the mirror
+//! while every node's part of it is proven fresh.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::metrics::Metrics;
+use crate::revocation::mirror::freshness::NodeState;
+use crate::revocation::mirror::table::RevocationMirror;
+use crate::revocation::redis::RedisStore;
+use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
+
+/// A [`RedisStore`] answered from a [`RevocationMirror`].
+pub struct MirroredStore {
+    redis: Arc<RedisStore>,
+    mirror: Arc<RevocationMirror>,
+    /// One per Redis node the mirror follows; all must be trusted.
+    nodes: Vec<Arc<NodeState>>,
+    max_staleness: Duration,
+    metrics: Metrics,
+}
+
+impl MirroredStore {
+    /// Answers from `mirror` while every one of `nodes` is synced and fresher
+    /// than `max_staleness`, from `redis` otherwise.
+    pub fn new(
+        redis: Arc<RedisStore>,
+        mirror: Arc<RevocationMirror>,
+        nodes: Vec<Arc<NodeState>>,
+        max_staleness: Duration,
+        metrics: Metrics,
+    ) -> Self {
+        MirroredStore {
+            redis,
+            mirror,
+            nodes,
+            max_staleness,
+            metrics,
+        }
+    }
+
+    /// Whether the mirror may answer now.
+    pub fn is_trusted(&self) -> bool {
+        !self.nodes.is_empty() && self.nodes.iter().all(|n| n.is_trusted(self.max_staleness))
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for MirroredStore {
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
+        // Redis first: acknowledged only once Redis has it.
+        let newly = self.redis.revoke(kind, id, until).await?;
+        self.mirror.insert(kind, id, until);
+        Ok(newly)
+    }
+
+    async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {
+        self.redis.revoke_subject(subject, revoked_before_us, until).await?;
+        self.mirror.insert_subject(subject, revoked_before_us, until);
+        Ok(())
+    }
+
+    async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
+        if !self.is_trusted() {
+            self.metrics.mirror_stale_lookup();
+            return self.redis.is_revoked(q).await;
+        }
+        let hits = self.mirror.lookup(q);
+        if !hits.any() {
+            return Ok(false);
+        }
+        // A hit: rare (revoked tokens are rarely presented), so confirm it.
+        match self.redis.is_revoked(q).await {
+            Ok(true) => Ok(true),
+            // A collision, or a deletion missed while disconnected. The entry is
+            // left alone: removing it here could race a re-revocation that an
+            // invalidation just added, and entries only ever err towards "present".
+            Ok(false) => Ok(false),
+            // The mirror says revoked and Redis cannot say otherwise: fail closed.
+            Err(_) => Ok(true),
+        }
+    }
+
+    async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError> {
+        self.redis.start_session(session_id, refresh_jti, until).await
+    }
+
+    async fn rotate_refresh(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
+        let outcome = self.redis.rotate_refresh(rotation).await?;
+        if outcome == RotationOutcome::Reused {
+            self.mirror
+                .insert(RevocationKind::Session, rotation.session_id, rotation.revoke_until);
+        }
+        Ok(outcome)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.redis.ping().await
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis+mirror"
+    }
+}
