@@ -139,9 +139,14 @@ async fn partitioned_instance_fails_closed_then_catches_up() {
     }
 
     proxy.restore();
-    // After reconnecting, B resyncs and enforces what it missed.
+    // After reconnecting (both connections: the mirror's and the lookups'), B
+    // resyncs and enforces what it missed.
     b.wait_synced().await;
-    assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Revoked));
+    eventually(Duration::from_secs(10), "B enforces the revocation it missed", || {
+        let (mut cb, token) = (cb.clone(), token.clone());
+        async move { verify(&mut cb, &token).await == Ok(Verdict::Revoked) }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +197,35 @@ async fn redis_restart_both_instances_resync() {
             async move { verify(&mut cb, &after).await == Ok(Verdict::Revoked) }
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gets_recent_revocations_written_again() {
+    // No persistence: the restart loses every key.
+    let mut redis = RedisServer::start();
+    let keys = keys_dir();
+    let url = redis.url();
+    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    a.wait_synced().await;
+    b.wait_synced().await;
+    let (mut ca, cb) = (a.client().await, b.client().await);
+    let (token, jti) = issue(&mut ca).await;
+    revoke(&mut ca, &token).await;
+    let key = format!("revokd:jti:{jti}");
+
+    redis.restart();
+    // A wrote it again after reconnecting; B learns it from Redis as any other write.
+    eventually(Duration::from_secs(10), "A re-asserted its revocation", || async {
+        redis_cli(&redis, &["EXISTS", &key]) == "1"
+    })
+    .await;
+    assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Revoked));
+    eventually(Duration::from_secs(10), "B enforces it again", || {
+        let (mut cb, token) = (cb.clone(), token.clone());
+        async move { verify(&mut cb, &token).await == Ok(Verdict::Revoked) }
+    })
     .await;
 }
 

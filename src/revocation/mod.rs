@@ -13,6 +13,7 @@
 //!
 //! Refresh-token rotation needs one atomic step: [`RevocationStore::rotate_refresh`].
 
+pub mod journal;
 pub mod memory;
 pub mod mirror;
 pub mod redis;

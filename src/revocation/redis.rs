@@ -32,6 +32,7 @@ use fred::types::RespVersion;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::revocation::journal::{AckJournal, Acked};
 use crate::revocation::topology::{RedisTarget, WriteGate};
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 use crate::tokens::now_ms;
@@ -57,6 +58,8 @@ pub struct RedisStore {
     /// a late one could leave this stale: past [`STALE_DROP_MS`] fred's state
     /// is trusted again.
     dropped_at_ms: Arc<AtomicI64>,
+    /// What this process acknowledged recently, written again after a reconnect.
+    journal: AckJournal,
     metrics: Metrics,
 }
 
@@ -149,6 +152,13 @@ impl RedisStore {
                 Ok(())
             }
         });
+        let replay_due = Arc::new(tokio::sync::Notify::new());
+        let due = replay_due.clone();
+        writer.on_reconnect(move |_| {
+            // notify_one keeps a permit when the replay task is busy.
+            due.notify_one();
+            async { Ok(()) }
+        });
         let _task = client.connect();
         if tokio::time::timeout(timeout, client.wait_for_connect()).await.is_err() {
             tracing::warn!("redis not reachable yet; serving UNAVAILABLE until it is");
@@ -156,7 +166,7 @@ impl RedisStore {
         if min_replica_acks > 0 {
             let _ = tokio::time::timeout(timeout, writer.wait_for_connect()).await;
         }
-        Ok(Arc::new(RedisStore {
+        let store = Arc::new(RedisStore {
             client,
             writer,
             min_replica_acks: i64::from(min_replica_acks),
@@ -168,8 +178,77 @@ impl RedisStore {
                 ..Default::default()
             },
             dropped_at_ms,
+            journal: AckJournal::default(),
             metrics: store_metrics,
-        }))
+        });
+        tokio::spawn(replay_on_reconnect(Arc::downgrade(&store), replay_due));
+        Ok(store)
+    }
+
+    /// Writes every revocation in the journal again (idempotent), then waits
+    /// for the replicas; returns how many were written.
+    async fn replay(&self) -> Result<usize, StoreError> {
+        let now = crate::tokens::unix_seconds(std::time::SystemTime::now());
+        let entries: Vec<Acked> = self
+            .journal
+            .snapshot()
+            .into_iter()
+            .filter(|a| match a {
+                Acked::Id { until, .. } | Acked::Subject { until, .. } => *until > now,
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.check_writable()?;
+        for chunk in entries.chunks(500) {
+            let pipeline = self.writer.with_options(&self.options).pipeline();
+            for a in chunk {
+                match a {
+                    Acked::Id { kind, id, until } => {
+                        let key = self.key(id_key_kind(*kind), id);
+                        let _: () = pipeline
+                            .set(
+                                key,
+                                now_ms(),
+                                Some(Expiration::EXAT(*until)),
+                                Some(SetOptions::NX),
+                                false,
+                            )
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                    Acked::Subject {
+                        subject,
+                        before_us,
+                        until,
+                    } => {
+                        let key = self.key(KeyKind::Subject, subject);
+                        let args = eval_args(REVOKE_SUBJECT, &[&key], &[before_us.to_string(), until.to_string()]);
+                        let _: () = pipeline
+                            .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), args)
+                            .await
+                            .map_err(unavailable)?;
+                    }
+                }
+            }
+            let _: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+        }
+        if self.min_replica_acks > 0 {
+            let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
+            let acked: i64 = self
+                .writer
+                .with_options(&self.options)
+                .wait(self.min_replica_acks, (timeout.as_millis() as i64 * 3 / 4).max(1))
+                .await
+                .map_err(unavailable)?;
+            if acked < self.min_replica_acks {
+                return Err(StoreError::Unavailable(format!(
+                    "replayed revocations acknowledged by {acked} replicas"
+                )));
+            }
+        }
+        Ok(entries.len())
     }
 
     /// The key of a revocation or of session state.
@@ -272,6 +351,37 @@ impl RedisStore {
     /// EVAL of a writing script (see [`RedisStore::write`]).
     async fn eval(&self, script: &str, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
         self.write(Write::Eval { script, keys, args }).await
+    }
+}
+
+/// Replays the journal after every (re)connect of the store's writer, until
+/// it succeeds; ends with the store.
+async fn replay_on_reconnect(store: std::sync::Weak<RedisStore>, due: Arc<tokio::sync::Notify>) {
+    loop {
+        due.notified().await;
+        loop {
+            let Some(store) = store.upgrade() else { return };
+            match store.replay().await {
+                Ok(0) => break,
+                Ok(n) => {
+                    tracing::info!(
+                        revocations = n,
+                        "re-asserted recently acknowledged revocations after a reconnect"
+                    );
+                    break;
+                }
+                Err(e) => tracing::debug!(error = %e, "replay after reconnect failed; again"),
+            }
+            drop(store);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn id_key_kind(kind: RevocationKind) -> KeyKind {
+    match kind {
+        RevocationKind::Jti => KeyKind::Jti,
+        RevocationKind::Session => KeyKind::Session,
     }
 }
 
@@ -385,17 +495,18 @@ return {'reuse', ''}
 #[async_trait::async_trait]
 impl RevocationStore for RedisStore {
     async fn revoke(&self, kind: RevocationKind, id: &str, until: i64) -> Result<bool, StoreError> {
-        let key_kind = match kind {
-            RevocationKind::Jti => KeyKind::Jti,
-            RevocationKind::Session => KeyKind::Session,
-        };
         let reply = self
             .write(Write::SetNx {
-                key: self.key(key_kind, id),
+                key: self.key(id_key_kind(kind), id),
                 value: now_ms(),
                 until,
             })
             .await?;
+        self.journal.record(Acked::Id {
+            kind,
+            id: id.to_owned(),
+            until,
+        });
         // NX: "OK" when newly set, nil when it was already revoked.
         Ok(!matches!(reply, Value::Null))
     }
@@ -408,6 +519,11 @@ impl RevocationStore for RedisStore {
             &[revoked_before_us.to_string(), until.to_string()],
         )
         .await?;
+        self.journal.record(Acked::Subject {
+            subject: subject.to_owned(),
+            before_us: revoked_before_us,
+            until,
+        });
         Ok(())
     }
 
@@ -437,7 +553,9 @@ impl RevocationStore for RedisStore {
             Some(v) => q.covered_by_subject(v.as_i64().unwrap_or(i64::MAX)),
         };
         let session = replies.get(2).and_then(Value::as_i64).unwrap_or(0) > 0;
-        Ok(jti || subject || session)
+        // Redis may have lost what this process acknowledged (a failover, a
+        // restart) and not had it written again yet.
+        Ok(jti || subject || session || self.journal.covers(q))
     }
 
     async fn start_session(&self, session_id: &str, refresh_jti: &str, until: i64) -> Result<(), StoreError> {
@@ -472,7 +590,14 @@ impl RevocationStore for RedisStore {
         Ok(match parts.first().map(String::as_str) {
             Some("rotated") => RotationOutcome::Rotated,
             Some("retry") => RotationOutcome::Retry(parts.get(1).cloned().unwrap_or_default()),
-            Some("reuse") => RotationOutcome::Reused,
+            Some("reuse") => {
+                self.journal.record(Acked::Id {
+                    kind: RevocationKind::Session,
+                    id: r.session_id.to_owned(),
+                    until: r.revoke_until,
+                });
+                RotationOutcome::Reused
+            }
             Some("revoked") => RotationOutcome::SessionRevoked,
             Some("unknown") => RotationOutcome::UnknownSession,
             other => return Err(StoreError::Protocol(format!("rotation reply {other:?}"))),

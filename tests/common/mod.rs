@@ -241,6 +241,11 @@ impl TestServer {
         }
     }
 
+    /// Keeps `keys` alive as long as the server.
+    pub fn keep(&mut self, keys: tempfile::TempDir) {
+        self._keys = Some(keys);
+    }
+
     pub async fn client(&self) -> TokenServiceClient<Channel> {
         TokenServiceClient::connect(format!("http://{}", self.grpc_addr))
             .await

@@ -162,6 +162,18 @@ impl Heartbeat {
 mod tests {
     use super::*;
 
+    /// A monotonic instant strictly after the current one (spins a microsecond).
+    fn next_us() -> i64 {
+        let now = mono_us();
+        loop {
+            let t = mono_us();
+            if t > now {
+                return t;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     #[test]
     fn trusted_only_while_synced_armed_and_recently_proven() {
         let n = NodeState::new();
@@ -173,7 +185,7 @@ mod tests {
         assert!(!n.prove(early));
         n.mark_synced();
         assert!(!n.is_trusted(bound), "synced but not proven");
-        assert!(n.prove(mono_us() + 1));
+        assert!(n.prove(next_us()));
         assert!(n.is_trusted(bound));
         assert!(!n.is_trusted(Duration::ZERO), "a zero bound never trusts");
         // Losing the stream withdraws the proof, and old proofs do not come back.
@@ -191,7 +203,7 @@ mod tests {
         let n = NodeState::new();
         n.arm();
         n.mark_synced();
-        let sent = mono_us() + 1;
+        let sent = next_us();
         assert!(n.prove(sent));
         // A proof never moves backwards.
         n.prove(sent - 1);
