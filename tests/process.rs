@@ -17,6 +17,10 @@ fn bad_flag_values_print_one_line_and_exit_64() {
         vec!["serve", "--grpc-addr", "nowhere"],
         vec!["serve", "--default-ttl", "2h", "--max-ttl", "1h"],
         vec!["serve", "--redis-url", "http://x"],
+        vec!["serve", "--redis-url", "redis-sentinel://a:1,b:2"],
+        vec!["serve", "--redis-url", "redis://h", "--redis-ca-file", "/ca.pem"],
+        vec!["serve", "--key-prefix", "app:{x}:"],
+        vec!["serve", "--max-staleness", "0s"],
     ] {
         let out = Command::new(BIN).args(&args).env_clear().output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -30,6 +34,28 @@ fn bad_flag_values_print_one_line_and_exit_64() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64), "environment values are checked too");
+}
+
+#[test]
+fn the_redis_password_is_never_printed() {
+    // In --help (clap shows env values unless hidden) and in a startup error.
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env_clear()
+        .env("REVOKD_REDIS_URL", "redis://:hunter2-url@10.0.0.1:6379")
+        .env("REVOKD_REDIS_PASSWORD", "hunter2-env")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--redis-password"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+    let out = Command::new(BIN)
+        .args(["serve", "--redis-url", "redis://:hunter2-url@h:notaport"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
 }
 
 #[test]
