@@ -3,20 +3,20 @@
 //! Issue signs; verify authenticates (or finds the token in the
 //! [`VerifiedTokenCache`]), checks the time window, issuer and audience, then
 //! asks the revocation store; revoke stores a jti until its token would have
-//! expired. Every revocation emits one audit event on the `revokd::audit` log
-//! target.
+//! expired. Sessions (login, refresh, logout, logout everywhere) are
+//! [`crate::sessions`]. Every revocation emits one audit event on the
+//! `revokd::audit` log target. The time is read from the authority's
+//! [`Clock`], once per call.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::cache::VerifiedTokenCache;
+use crate::clock::Clock;
 use crate::error::{Error, StoreError};
 use crate::metrics::Metrics;
-use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
-use crate::tokens::{
-    AuthenticatedToken, IssueParams, IssuedToken, TokenIssuer, TokenUse, TokenVerifier, Verdict, new_jti, unix_micros,
-    unix_seconds,
-};
+use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore};
+use crate::tokens::{AuthenticatedToken, IssueParams, IssuedToken, TokenIssuer, TokenUse, TokenVerifier, Verdict};
 
 /// Log target of revocation audit events, so they can be routed on their own.
 pub const AUDIT_TARGET: &str = "revokd::audit";
@@ -64,26 +64,19 @@ impl RevokeTarget {
 
 /// Issue, verify and revoke, over one key ring and one revocation store.
 pub struct TokenAuthority {
-    issuer: TokenIssuer,
-    verifier: TokenVerifier,
-    store: Arc<dyn RevocationStore>,
+    pub(crate) issuer: TokenIssuer,
+    pub(crate) verifier: TokenVerifier,
+    pub(crate) store: Arc<dyn RevocationStore>,
     cache: VerifiedTokenCache,
-    metrics: Metrics,
-    refresh_grace: Duration,
-    rng: aws_lc_rs::rand::SystemRandom,
-}
-
-/// What to revoke with RevokeSession.
-#[derive(Debug, Clone)]
-pub enum SessionTarget {
-    /// The session id.
-    SessionId(String),
-    /// Any token of the session, which must carry a valid signature from a known key.
-    Token(String),
+    pub(crate) metrics: Metrics,
+    pub(crate) refresh_grace: Duration,
+    pub(crate) rng: aws_lc_rs::rand::SystemRandom,
+    /// Read once per call.
+    pub(crate) clock: Clock,
 }
 
 /// The revocation lookup for an authenticated token.
-fn query(t: &AuthenticatedToken, now: i64) -> RevocationQuery<'_> {
+pub(crate) fn query(t: &AuthenticatedToken, now: i64) -> RevocationQuery<'_> {
     RevocationQuery {
         jti: &t.claims.jti,
         session_id: t.claims.session_id.as_deref(),
@@ -91,50 +84,6 @@ fn query(t: &AuthenticatedToken, now: i64) -> RevocationQuery<'_> {
         issued_at_us: t.claims.issued_at_us,
         now,
     }
-}
-
-/// Longest session id accepted by RevokeSession (ours are 22 characters).
-pub const MAX_SESSION_ID_BYTES: usize = 128;
-
-/// An access and refresh token pair of one session.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SessionTokens {
-    /// The access token.
-    pub access_token: String,
-    /// The refresh token.
-    pub refresh_token: String,
-    /// The session id (`sid`).
-    pub session_id: String,
-    /// The access token's `exp`.
-    pub access_expires_at: i64,
-    /// The refresh token's `exp`.
-    pub refresh_expires_at: i64,
-    /// The kid that signed both.
-    pub key_id: String,
-}
-
-/// What IssueSession asks for.
-#[derive(Debug, Clone, Default)]
-pub struct SessionParams {
-    /// `sub`.
-    pub subject: String,
-    /// `aud` of both tokens.
-    pub audience: Vec<String>,
-    /// Extra claims, carried by both tokens (so a refreshed access token keeps them).
-    pub extra: serde_json::Map<String, serde_json::Value>,
-    /// Access token lifetime.
-    pub access_ttl: Option<Duration>,
-    /// Refresh token lifetime.
-    pub refresh_ttl: Option<Duration>,
-}
-
-/// The result of a subject revocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SubjectRevocation {
-    /// Tokens issued at or before this instant (Unix µs) are revoked.
-    pub revoked_before_us: i64,
-    /// Until when the revocation is kept (Unix seconds).
-    pub until: i64,
 }
 
 impl TokenAuthority {
@@ -155,15 +104,22 @@ impl TokenAuthority {
             metrics,
             refresh_grace,
             rng: aws_lc_rs::rand::SystemRandom::new(),
+            clock: Clock::system(),
         }
     }
 
-    fn leeway(&self) -> i64 {
+    /// The same, reading time from `clock` (a fixed one in tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub(crate) fn leeway(&self) -> i64 {
         self.verifier.policy().leeway.as_secs() as i64
     }
 
     /// Until when a revocation that must outlive every token revokd may have issued is kept.
-    fn max_lifetime_until(&self, now: i64) -> i64 {
+    pub(crate) fn max_lifetime_until(&self, now: i64) -> i64 {
         now + self.issuer.policy().max_lifetime().as_secs() as i64 + self.leeway()
     }
 
@@ -177,7 +133,7 @@ impl TokenAuthority {
         &self.cache
     }
 
-    fn observe_store<T>(&self, op: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(crate) fn observe_store<T>(&self, op: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
         match &r {
             Ok(_) => self.metrics.store_ok(),
             Err(_) => self.metrics.store_error(op),
@@ -187,7 +143,7 @@ impl TokenAuthority {
 
     /// Signs a new token.
     pub fn issue(&self, params: IssueParams) -> Result<IssuedToken, Error> {
-        let result = self.issuer.issue(params, unix_micros(SystemTime::now()));
+        let result = self.issuer.issue(params, self.clock.now().micros);
         self.metrics.issued(match &result {
             Ok(_) => "ok",
             Err(e) => error_result(e),
@@ -215,7 +171,7 @@ impl TokenAuthority {
     /// Verifies a token now. A bad token is a verdict; only a store failure is an error.
     pub async fn verify(&self, token: &str, audience: Option<&str>) -> Result<VerifyOutcome, Error> {
         let started = Instant::now();
-        let now = unix_seconds(SystemTime::now());
+        let now = self.clock.now().seconds();
         let authenticated = match self.authenticate(token, now) {
             Ok(t) => t,
             Err(verdict) => {
@@ -239,13 +195,13 @@ impl TokenAuthority {
     /// Revokes a token or a jti; returns once the store has it.
     pub async fn revoke(&self, target: RevokeTarget, reason: &str) -> Result<RevokeOutcome, Error> {
         let kind = target.kind();
-        let result = self.revoke_inner(target, reason).await;
-        self.metrics.revoked(kind, revoke_result(&result));
+        let now = self.clock.now().seconds();
+        let result = self.revoke_inner(target, reason, now).await;
+        self.metrics.revoked(kind, revoke_result(&result, now));
         result
     }
 
-    async fn revoke_inner(&self, target: RevokeTarget, reason: &str) -> Result<RevokeOutcome, Error> {
-        let now = unix_seconds(SystemTime::now());
+    async fn revoke_inner(&self, target: RevokeTarget, reason: &str, now: i64) -> Result<RevokeOutcome, Error> {
         let leeway = self.verifier.policy().leeway.as_secs() as i64;
         let (jti, until, subject, kid) = match target {
             RevokeTarget::Token(token) => {
@@ -290,222 +246,8 @@ impl TokenAuthority {
 }
 
 impl TokenAuthority {
-    /// Signs the access and refresh tokens of session `sid`, valid from `now_us`.
-    fn sign_pair(&self, sid: &str, p: &SessionParams, now_us: i64) -> Result<(SessionTokens, String), Error> {
-        let issue = |ttl, token_use| {
-            self.issuer.issue(
-                IssueParams {
-                    subject: p.subject.clone(),
-                    ttl,
-                    audience: p.audience.clone(),
-                    extra: p.extra.clone(),
-                    session: Some((sid.to_owned(), token_use)),
-                },
-                now_us,
-            )
-        };
-        let access = issue(p.access_ttl, TokenUse::Access)?;
-        let refresh = issue(p.refresh_ttl, TokenUse::Refresh)?;
-        Ok((
-            SessionTokens {
-                access_token: access.token,
-                refresh_token: refresh.token,
-                session_id: sid.to_owned(),
-                access_expires_at: access.expires_at,
-                refresh_expires_at: refresh.expires_at,
-                key_id: access.kid,
-            },
-            refresh.jti,
-        ))
-    }
-
-    /// A login: a new session with its token pair.
-    pub async fn issue_session(&self, params: SessionParams) -> Result<SessionTokens, Error> {
-        let now_us = unix_micros(SystemTime::now());
-        let result = async {
-            let sid = new_jti(&self.rng)?;
-            let (tokens, refresh_jti) = self.sign_pair(&sid, &params, now_us)?;
-            let until = tokens.refresh_expires_at + self.leeway();
-            self.observe_store(
-                "start_session",
-                self.store.start_session(&sid, &refresh_jti, until).await,
-            )?;
-            Ok(tokens)
-        }
-        .await;
-        self.metrics.issued(match &result {
-            Ok(_) => "ok",
-            Err(e) => error_result(e),
-        });
-        if let Ok(t) = &result {
-            tracing::debug!(session_id = %t.session_id, "session issued");
-        }
-        result
-    }
-
-    /// Trades a refresh token for the session's next pair (single use; reuse
-    /// revokes the session).
-    pub async fn refresh_session(&self, refresh_token: &str) -> Result<SessionTokens, Error> {
-        if refresh_token.is_empty() {
-            return Err(Error::invalid("refresh_token", "must not be empty"));
-        }
-        let now_us = unix_micros(SystemTime::now());
-        let now = now_us.div_euclid(1_000_000);
-        let refused = |what: &str| Error::Unauthenticated(format!("refresh_token: {what}"));
-        let t = self
-            .verifier
-            .authenticate(refresh_token)
-            .map_err(|v| refused(v.as_str()))?;
-        self.verifier
-            .check(&t, TokenUse::Refresh, None, now)
-            .map_err(|v| refused(v.as_str()))?;
-        let Some(sid) = t.claims.session_id.clone() else {
-            return Err(refused("not a session token"));
-        };
-        if self.observe_store("is_revoked", self.store.is_revoked(&query(&t, now)).await)? {
-            return Err(refused("revoked"));
-        }
-        let params = SessionParams {
-            subject: t.claims.subject.clone(),
-            audience: t.claims.audience.clone(),
-            extra: t.claims.extra.clone(),
-            access_ttl: None,
-            refresh_ttl: None,
-        };
-        let (tokens, next_jti) = self.sign_pair(&sid, &params, now_us)?;
-        let grace_ms = self.refresh_grace.as_millis() as i64;
-        // The successor is only kept for retries within the grace window.
-        let successor = if grace_ms > 0 {
-            serde_json::to_string(&tokens).map_err(|e| Error::Internal(e.to_string()))?
-        } else {
-            String::new()
-        };
-        let rotation = Rotation {
-            session_id: &sid,
-            presented_jti: &t.claims.jti,
-            next_jti: &next_jti,
-            successor: &successor,
-            now_ms: now_us / 1000,
-            grace_ms,
-            state_until: tokens.refresh_expires_at + self.leeway(),
-            revoke_until: self.max_lifetime_until(now),
-        };
-        match self.observe_store("rotate_refresh", self.store.rotate_refresh(&rotation).await)? {
-            RotationOutcome::Rotated => Ok(tokens),
-            RotationOutcome::Retry(previous) => {
-                serde_json::from_str(&previous).map_err(|e| Error::Internal(format!("stored successor: {e}")))
-            }
-            RotationOutcome::Reused => {
-                tracing::warn!(
-                    target: AUDIT_TARGET,
-                    session_id = %sid,
-                    subject = %t.claims.subject,
-                    jti = %t.claims.jti,
-                    reason = "refresh token reuse",
-                    "session revoked"
-                );
-                self.metrics.revoked("session", "newly_revoked");
-                Err(Error::RefreshTokenReused)
-            }
-            RotationOutcome::SessionRevoked => Err(refused("session revoked")),
-            RotationOutcome::UnknownSession => Err(refused("unknown or expired session")),
-        }
-    }
-
-    /// Revokes a session, by id or by any validly signed token of it.
-    pub async fn revoke_session(&self, target: SessionTarget, reason: &str) -> Result<RevokeOutcome, Error> {
-        let result = async {
-            let now = unix_seconds(SystemTime::now());
-            let (sid, subject) = match target {
-                SessionTarget::Token(token) => {
-                    let t = self.authenticate_for_revocation(&token)?;
-                    let sid = t
-                        .claims
-                        .session_id
-                        .ok_or_else(|| Error::invalid("token", "carries no session id (sid)"))?;
-                    (sid, t.claims.subject)
-                }
-                SessionTarget::SessionId(sid) => {
-                    if sid.is_empty() || sid.len() > MAX_SESSION_ID_BYTES {
-                        return Err(Error::invalid(
-                            "session_id",
-                            format!("must be 1 to {MAX_SESSION_ID_BYTES} bytes"),
-                        ));
-                    }
-                    if !sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                        return Err(Error::invalid("session_id", "must be base64url characters"));
-                    }
-                    (sid, String::new())
-                }
-            };
-            let until = self.max_lifetime_until(now);
-            let newly = self.observe_store("revoke", self.store.revoke(RevocationKind::Session, &sid, until).await)?;
-            tracing::info!(
-                target: AUDIT_TARGET,
-                session_id = %sid,
-                subject = %subject,
-                reason = %reason,
-                until,
-                newly_revoked = newly,
-                "session revoked"
-            );
-            Ok(RevokeOutcome {
-                jti: sid,
-                newly_revoked: newly,
-                until,
-            })
-        }
-        .await;
-        self.metrics.revoked("session", revoke_result(&result));
-        result
-    }
-
-    /// Logout everywhere: revokes every token of `subject` issued before this returns.
-    pub async fn revoke_subject(&self, subject: &str, reason: &str) -> Result<SubjectRevocation, Error> {
-        let result = async {
-            if subject.is_empty() {
-                return Err(Error::invalid("subject", "must not be empty"));
-            }
-            let first_us = unix_micros(SystemTime::now());
-            let until = self.max_lifetime_until(first_us.div_euclid(1_000_000));
-            self.observe_store(
-                "revoke_subject",
-                self.store.revoke_subject(subject, first_us, until).await,
-            )?;
-            // A refresh that checked revocation before the first write landed signs
-            // with an iat before this second instant, so moving the bar here (the
-            // store only ever raises it) covers every token issued before we return.
-            let now_us = unix_micros(SystemTime::now());
-            self.observe_store(
-                "revoke_subject",
-                self.store.revoke_subject(subject, now_us, until).await,
-            )?;
-            tracing::info!(
-                target: AUDIT_TARGET,
-                subject = %subject,
-                reason = %reason,
-                revoked_before_us = now_us,
-                until,
-                "subject revoked"
-            );
-            Ok(SubjectRevocation {
-                revoked_before_us: now_us,
-                until,
-            })
-        }
-        .await;
-        self.metrics.revoked(
-            "subject",
-            match &result {
-                Ok(_) => "newly_revoked",
-                Err(e) => error_result(e),
-            },
-        );
-        result
-    }
-
     /// A token given for revocation must carry a valid signature from a known key.
-    fn authenticate_for_revocation(&self, token: &str) -> Result<AuthenticatedToken, Error> {
+    pub(crate) fn authenticate_for_revocation(&self, token: &str) -> Result<AuthenticatedToken, Error> {
         if token.is_empty() {
             return Err(Error::invalid("token", "must not be empty"));
         }
@@ -515,7 +257,7 @@ impl TokenAuthority {
     }
 }
 
-fn error_result(e: &Error) -> &'static str {
+pub(crate) fn error_result(e: &Error) -> &'static str {
     match e {
         Error::InvalidArgument { .. } => "invalid_argument",
         Error::Store(StoreError::Unavailable(_)) => "unavailable",
@@ -523,11 +265,104 @@ fn error_result(e: &Error) -> &'static str {
     }
 }
 
-fn revoke_result(r: &Result<RevokeOutcome, Error>) -> &'static str {
+pub(crate) fn revoke_result(r: &Result<RevokeOutcome, Error>, now: i64) -> &'static str {
     match r {
         Ok(o) if o.newly_revoked => "newly_revoked",
-        Ok(o) if o.until <= unix_seconds(SystemTime::now()) => "expired",
+        Ok(o) if o.until <= now => "expired",
         Ok(_) => "already_revoked",
         Err(e) => error_result(e),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::time::Duration;
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::keys::KeyRing;
+    use crate::revocation::memory::MemoryStore;
+    use crate::tokens::{IssuePolicy, VerifyPolicy};
+
+    pub(crate) const LEEWAY: Duration = Duration::from_secs(30);
+
+    /// An authority over an in-memory store and an ephemeral key, on a clock
+    /// fixed at the current second (the memory store purges by wall clock).
+    pub(crate) fn authority(refresh_grace: Duration) -> (TokenAuthority, Clock) {
+        let now_s = crate::tokens::unix_seconds(std::time::SystemTime::now());
+        let clock = Clock::fixed(now_s * 1_000_000);
+        let keys = Arc::new(ArcSwap::from_pointee(KeyRing::ephemeral().unwrap()));
+        let metrics = Metrics::new();
+        let issuer = TokenIssuer::new(
+            keys.clone(),
+            IssuePolicy {
+                issuer: "revokd".into(),
+                default_ttl: Duration::from_secs(900),
+                max_ttl: Duration::from_secs(3600),
+                refresh_ttl: Duration::from_secs(86400),
+            },
+        );
+        let verifier = TokenVerifier::new(
+            keys,
+            VerifyPolicy {
+                issuer: "revokd".into(),
+                leeway: LEEWAY,
+                max_token_bytes: 8192,
+            },
+        );
+        let authority = TokenAuthority::new(
+            issuer,
+            verifier,
+            MemoryStore::start(Duration::from_secs(3600)),
+            VerifiedTokenCache::new(100, metrics.clone()),
+            metrics,
+            refresh_grace,
+        )
+        .with_clock(clock.clone());
+        (authority, clock)
+    }
+
+    pub(crate) fn params(ttl: Duration) -> IssueParams {
+        IssueParams {
+            subject: "alice".into(),
+            ttl: Some(ttl),
+            audience: vec![],
+            extra: Default::default(),
+            session: None,
+        }
+    }
+
+    pub(crate) async fn verdict(a: &TokenAuthority, token: &str) -> Verdict {
+        a.verify(token, None).await.unwrap().verdict
+    }
+
+    #[tokio::test]
+    async fn a_token_is_valid_until_exp_plus_leeway_exclusive() {
+        let (a, clock) = authority(Duration::ZERO);
+        let token = a.issue(params(Duration::from_secs(60))).unwrap().token;
+        assert_eq!(verdict(&a, &token).await, Verdict::Valid);
+        // The last instant accepted: one second before exp + leeway.
+        clock.advance(Duration::from_secs(60) + LEEWAY - Duration::from_secs(1));
+        assert_eq!(verdict(&a, &token).await, Verdict::Valid);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(verdict(&a, &token).await, Verdict::Expired);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_by_token_lasts_exactly_as_long_as_the_token() {
+        let (a, clock) = authority(Duration::ZERO);
+        let issued = a.issue(params(Duration::from_secs(60))).unwrap();
+        let outcome = a
+            .revoke(RevokeTarget::Token(issued.token.clone()), "test")
+            .await
+            .unwrap();
+        assert!(outcome.newly_revoked);
+        assert_eq!(outcome.until, issued.expires_at + LEEWAY.as_secs() as i64);
+        assert_eq!(verdict(&a, &issued.token).await, Verdict::Revoked);
+        // Once it could no longer be valid, revoking it stores nothing.
+        clock.advance(Duration::from_secs(60) + LEEWAY);
+        let late = a.revoke(RevokeTarget::Token(issued.token), "test").await.unwrap();
+        assert!(!late.newly_revoked);
     }
 }

@@ -9,12 +9,16 @@
 //! - [`config`]: command line and `REVOKD_*` environment (clap), validation.
 //! - [`keys`]: key files to keys by kid; which one signs; `keygen`.
 //! - [`tokens`]: issue and verify JWTs; pure, with the time passed in.
-//! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis, the
-//!   push-synced mirror in front of it, and memory.
+//! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis (with
+//!   replica acknowledgements and the replay journal), the push-synced mirror
+//!   in front of it (table, sync, freshness proof), memory; and `topology`:
+//!   which Redis (URL, TLS, Sentinel watch).
 //! - [`cache`]: the verified-token cache (token bytes to verified claims).
 //! - [`prehashed`]: maps keyed by keyed hashes (mirror, cache).
+//! - [`clock`]: the time source, read once per call; fixed in unit tests.
 //! - [`authority`]: issue, verify, revoke: tokens, cache and store; audit events.
-//! - [`service`]: the gRPC `TokenService`: decode, call the authority, encode.
+//! - [`sessions`]: login, refresh rotation, logout, logout everywhere.
+//! - [`service`]: the gRPC `TokenService`: one wrapper (span, error, metric) per call.
 //! - [`error`]: domain errors and their one mapping to gRPC statuses.
 //! - [`metrics`]: Prometheus metric names and handles.
 //! - [`admin`]: admin HTTP (`/healthz`, `/readyz`, `/metrics`).
@@ -22,12 +26,14 @@
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`telemetry`]: logging setup.
 //! - [`client`]: the `revokd token` command line client.
-//! - [`proto`]: generated code and well-known-type conversions.
+//! - [`proto`]: generated code; request decoding (`TryFrom`) and answer
+//!   encoding (`From`) for every RPC.
 
 pub mod admin;
 pub mod authority;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod keys;
@@ -37,6 +43,7 @@ pub mod proto;
 pub mod revocation;
 pub mod server;
 pub mod service;
+pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tokens;

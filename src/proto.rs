@@ -1,8 +1,19 @@
-//! The generated gRPC code (`revokd.v1`) and conversions between protobuf
-//! well-known types and the JSON values claims are made of.
+//! The generated gRPC code (`revokd.v1`), and every conversion between its
+//! messages and revokd's domain types: a request is decoded with `TryFrom`
+//! (a bad field is INVALID_ARGUMENT naming it), an answer encoded with
+//! `From`; protobuf well-known types (Duration, Timestamp, Struct) are
+//! converted here too.
+
+use std::time::Duration;
 
 use prost_types::value::Kind;
 use serde_json::{Map, Number, Value};
+
+use crate::authority::{RevokeOutcome, RevokeTarget, VerifyOutcome};
+use crate::error::Error;
+use crate::sessions::{SessionParams, SessionTarget, SessionTokens, SubjectRevocation};
+use crate::tokens::{IssueParams, IssuedToken, Verdict};
+use v1::{revoke_session_request, revoke_token_request};
 
 /// `revokd.v1`: messages, the `TokenService` server and client.
 #[allow(missing_docs, clippy::all)]
@@ -16,6 +27,188 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 /// A Unix time in seconds as a protobuf Timestamp.
 pub fn timestamp(seconds: i64) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+/// A Unix time in microseconds as a protobuf Timestamp.
+pub fn timestamp_us(micros: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+/// An optional, strictly positive protobuf Duration.
+fn duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, Error> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+            Err(Error::invalid(field, "must be positive"))
+        }
+        Some(d) => Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32))),
+    }
+}
+
+/// Optional claims as a JSON object.
+fn claims(s: Option<prost_types::Struct>) -> Result<Map<String, Value>, Error> {
+    match s {
+        Some(s) => struct_to_json(s).map_err(|e| Error::invalid("claims", e)),
+        None => Ok(Default::default()),
+    }
+}
+
+impl From<Verdict> for v1::Verdict {
+    fn from(v: Verdict) -> Self {
+        use v1::Verdict as P;
+        match v {
+            Verdict::Valid => P::Valid,
+            Verdict::Revoked => P::Revoked,
+            Verdict::Expired => P::Expired,
+            Verdict::NotYetValid => P::NotYetValid,
+            Verdict::BadSignature => P::BadSignature,
+            Verdict::Malformed => P::Malformed,
+            Verdict::WrongAudience => P::WrongAudience,
+            Verdict::WrongIssuer => P::WrongIssuer,
+            Verdict::UnknownKey => P::UnknownKey,
+            Verdict::WrongTokenType => P::WrongTokenType,
+        }
+    }
+}
+
+impl TryFrom<v1::IssueTokenRequest> for IssueParams {
+    type Error = Error;
+    fn try_from(req: v1::IssueTokenRequest) -> Result<Self, Error> {
+        Ok(IssueParams {
+            subject: req.subject,
+            ttl: duration("ttl", req.ttl)?,
+            audience: req.audience,
+            extra: claims(req.claims)?,
+            session: None,
+        })
+    }
+}
+
+impl From<IssuedToken> for v1::IssueTokenResponse {
+    fn from(t: IssuedToken) -> Self {
+        v1::IssueTokenResponse {
+            token: t.token,
+            jti: t.jti,
+            expires_at: Some(timestamp(t.expires_at)),
+            key_id: t.kid,
+        }
+    }
+}
+
+impl From<VerifyOutcome> for v1::VerifyTokenResponse {
+    fn from(outcome: VerifyOutcome) -> Self {
+        let mut resp = v1::VerifyTokenResponse {
+            verdict: v1::Verdict::from(outcome.verdict) as i32,
+            ..Default::default()
+        };
+        if let Some(token) = outcome.token {
+            let c = &token.claims;
+            resp.subject = c.subject.clone();
+            resp.jti = c.jti.clone();
+            resp.issued_at = c.issued_at.map(timestamp);
+            resp.expires_at = Some(timestamp(c.expires_at));
+            resp.audience = c.audience.clone();
+            resp.key_id = token.kid.clone();
+            resp.session_id = c.session_id.clone().unwrap_or_default();
+            if !c.extra.is_empty() {
+                resp.claims = Some(json_to_struct(&c.extra));
+            }
+        }
+        resp
+    }
+}
+
+impl TryFrom<Option<revoke_token_request::Target>> for RevokeTarget {
+    type Error = Error;
+    fn try_from(target: Option<revoke_token_request::Target>) -> Result<Self, Error> {
+        match target {
+            Some(revoke_token_request::Target::Token(t)) => Ok(RevokeTarget::Token(t)),
+            Some(revoke_token_request::Target::Jti(j)) => Ok(RevokeTarget::Jti(j)),
+            None => Err(Error::invalid("target", "set either token or jti")),
+        }
+    }
+}
+
+impl From<RevokeOutcome> for v1::RevokeTokenResponse {
+    fn from(o: RevokeOutcome) -> Self {
+        v1::RevokeTokenResponse {
+            newly_revoked: o.newly_revoked,
+            expires_at: Some(timestamp(o.until)),
+            jti: o.jti,
+        }
+    }
+}
+
+impl TryFrom<v1::IssueSessionRequest> for SessionParams {
+    type Error = Error;
+    fn try_from(req: v1::IssueSessionRequest) -> Result<Self, Error> {
+        Ok(SessionParams {
+            subject: req.subject,
+            audience: req.audience,
+            extra: claims(req.claims)?,
+            access_ttl: duration("access_ttl", req.access_ttl)?,
+            refresh_ttl: duration("refresh_ttl", req.refresh_ttl)?,
+        })
+    }
+}
+
+impl From<SessionTokens> for v1::IssueSessionResponse {
+    fn from(t: SessionTokens) -> Self {
+        v1::IssueSessionResponse {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            session_id: t.session_id,
+            access_expires_at: Some(timestamp(t.access_expires_at)),
+            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+            key_id: t.key_id,
+        }
+    }
+}
+
+impl From<SessionTokens> for v1::RefreshSessionResponse {
+    fn from(t: SessionTokens) -> Self {
+        v1::RefreshSessionResponse {
+            access_token: t.access_token,
+            refresh_token: t.refresh_token,
+            session_id: t.session_id,
+            access_expires_at: Some(timestamp(t.access_expires_at)),
+            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+            key_id: t.key_id,
+        }
+    }
+}
+
+impl TryFrom<Option<revoke_session_request::Target>> for SessionTarget {
+    type Error = Error;
+    fn try_from(target: Option<revoke_session_request::Target>) -> Result<Self, Error> {
+        match target {
+            Some(revoke_session_request::Target::SessionId(s)) => Ok(SessionTarget::SessionId(s)),
+            Some(revoke_session_request::Target::Token(t)) => Ok(SessionTarget::Token(t)),
+            None => Err(Error::invalid("target", "set either session_id or token")),
+        }
+    }
+}
+
+impl From<RevokeOutcome> for v1::RevokeSessionResponse {
+    fn from(o: RevokeOutcome) -> Self {
+        v1::RevokeSessionResponse {
+            session_id: o.jti,
+            newly_revoked: o.newly_revoked,
+            expires_at: Some(timestamp(o.until)),
+        }
+    }
+}
+
+impl From<SubjectRevocation> for v1::RevokeSubjectResponse {
+    fn from(r: SubjectRevocation) -> Self {
+        v1::RevokeSubjectResponse {
+            revoked_before: Some(timestamp_us(r.revoked_before_us)),
+            expires_at: Some(timestamp(r.until)),
+        }
+    }
 }
 
 /// A protobuf Struct as a JSON object. Fails on NaN or infinite numbers,

@@ -293,6 +293,9 @@ impl MirrorSync {
                     self.metrics.mirror_resynced(self.node.last_resync_ms());
                     self.metrics.mirror_entries(self.mirror.len());
                     tracing::info!(loaded, took = ?started.elapsed(), "revocation mirror synced");
+                    // Prove freshness now rather than at the next tick (with a long
+                    // --max-staleness, verifies would do lookups until then).
+                    self.beat(self.heartbeat_ttl_ms()).await;
                     return;
                 }
                 Ok(_) => tracing::debug!("stream lost during resync; again"),
@@ -439,20 +442,30 @@ impl MirrorSync {
     async fn heartbeats(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.heartbeat_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Long enough to come back through any backlog, short enough not to pile up.
-        let ttl_ms = (self.heartbeat_every.as_millis() as i64 * 50).max(1000);
+        let ttl_ms = self.heartbeat_ttl_ms();
         loop {
             tick.tick().await;
             self.metrics.mirror_staleness(self.node.staleness());
             if !self.client.is_connected() {
                 continue;
             }
-            let key = self.heartbeat.key(mono_us());
-            let written: Result<(), _> = self.client.set(key, 1, Some(Expiration::PX(ttl_ms)), None, false).await;
-            if let Err(e) = written {
-                self.lost(&format!("heartbeat failed: {e}"));
-            }
+            self.beat(ttl_ms).await;
         }
+    }
+
+    /// Writes one heartbeat key, stamped with the instant it is sent.
+    async fn beat(&self, ttl_ms: i64) {
+        let key = self.heartbeat.key(mono_us());
+        let written: Result<(), _> = self.client.set(key, 1, Some(Expiration::PX(ttl_ms)), None, false).await;
+        if let Err(e) = written {
+            self.lost(&format!("heartbeat failed: {e}"));
+        }
+    }
+
+    /// How long a heartbeat key lives: long enough to come back through any
+    /// backlog, short enough not to pile up.
+    fn heartbeat_ttl_ms(&self) -> i64 {
+        (self.heartbeat_every.as_millis() as i64 * 50).max(1000)
     }
 
     /// A resync if one is due, expiry purge and gauges.
