@@ -260,7 +260,7 @@ impl TokenAuthority {
 pub(crate) fn error_result(e: &Error) -> &'static str {
     match e {
         Error::InvalidArgument { .. } => "invalid_argument",
-        Error::Store(StoreError::Unavailable(_)) => "unavailable",
+        Error::Store(e) if e.is_unavailable() => "unavailable",
         _ => "error",
     }
 }

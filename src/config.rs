@@ -40,6 +40,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 24h)"))
 }
 
+/// A configuration that cannot work; the message names the flag (printed as
+/// one line, exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
 /// A value that may carry a password: it never prints (`Debug` shows `***`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -198,8 +204,15 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Checks what clap cannot: relations between values.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks what clap cannot (relations between values, the Redis URL and
+    /// its TLS files), once, and returns the Redis deployment to connect to,
+    /// if any. Every error names the flag.
+    pub fn validate(&self) -> Result<Option<RedisTarget>, ConfigError> {
+        self.check().map_err(ConfigError)?;
+        self.redis_target()
+    }
+
+    fn check(&self) -> Result<(), String> {
         if self.max_ttl.is_zero() {
             return Err("--max-ttl must be greater than 0".into());
         }
@@ -228,18 +241,15 @@ impl ServeConfig {
         if self.max_staleness < Duration::from_millis(5) || self.max_staleness > Duration::from_secs(60) {
             return Err("--max-staleness must be between 5ms and 60s".into());
         }
-        if self.redis_url.is_none() {
-            if self.redis_ca_file.is_some() || self.min_replica_acks > 0 {
-                return Err("--redis-ca-file and --min-replica-acks need --redis-url".into());
-            }
-            return Ok(());
+        if self.redis_url.is_none() && (self.redis_ca_file.is_some() || self.min_replica_acks > 0) {
+            return Err("--redis-ca-file and --min-replica-acks need --redis-url".into());
         }
-        self.redis_target().map(|_| ())
+        Ok(())
     }
 
     /// The Redis deployment `--redis-url` names, if any, with its password
     /// and TLS roots; a URL or CA file that cannot work is an error here.
-    pub fn redis_target(&self) -> Result<Option<RedisTarget>, String> {
+    fn redis_target(&self) -> Result<Option<RedisTarget>, ConfigError> {
         let Some(url) = &self.redis_url else {
             return Ok(None);
         };
@@ -250,7 +260,7 @@ impl ServeConfig {
             self.redis_ca_file.as_deref(),
         )
         .map(Some)
-        .map_err(|e| format!("--redis-url: {e}"))
+        .map_err(|e| ConfigError(format!("--redis-url: {e}")))
     }
 
     /// A configuration for tests and embedding: loopback on port 0 for both

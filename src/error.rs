@@ -10,12 +10,27 @@ use tonic::{Code, Status};
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store could not be reached, or did not answer in time.
+    /// The store could not be reached, or did not answer in time (revokd's own finding).
     #[error("revocation store unavailable: {0}")]
     Unavailable(String),
+    /// Redis, through fred, failed; fred's error is kept as the source.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
     /// The store answered something revokd did not expect.
     #[error("unexpected store reply: {0}")]
     Protocol(String),
+}
+
+impl StoreError {
+    /// Whether the store could not answer (UNAVAILABLE: fail closed), as
+    /// opposed to answering nonsense (INTERNAL).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Redis(e) => *e.kind() != fred::error::ErrorKind::Parse,
+            StoreError::Protocol(_) => false,
+        }
+    }
 }
 
 /// An error a request can end in.
@@ -62,12 +77,12 @@ impl From<Error> for Status {
             // Distinct from UNAUTHENTICATED so a client can tell theft from expiry.
             Error::RefreshTokenReused => Status::new(Code::PermissionDenied, err.to_string()),
             // Fail closed: the client must not treat this as "valid".
-            Error::Store(StoreError::Unavailable(detail)) => {
-                tracing::warn!(%detail, "revocation store unavailable");
+            Error::Store(e) if e.is_unavailable() => {
+                tracing::warn!(detail = %e, "revocation store unavailable");
                 Status::new(Code::Unavailable, "revocation store unavailable")
             }
-            Error::Store(StoreError::Protocol(detail)) => {
-                tracing::error!(%detail, "unexpected store reply");
+            Error::Store(e) => {
+                tracing::error!(detail = %e, "unexpected store reply");
                 Status::new(Code::Internal, "internal error")
             }
             Error::Internal(detail) => {

@@ -36,13 +36,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(config) => {
-            if let Err(message) = config.validate() {
-                return usage_error(&message);
-            }
             revokd::telemetry::init(config.log_format);
             runtime.block_on(async {
                 let server = match revokd::server::Server::bind(*config).await {
                     Ok(s) => s,
+                    // Validated first thing, before anything is logged: one line, exit 64.
+                    Err(revokd::server::StartError::Config(e)) => return usage_error(&e.to_string()),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start");
                         return ExitCode::FAILURE;

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 use crate::admin::{self, AdminState};
 use crate::authority::TokenAuthority;
 use crate::cache::VerifiedTokenCache;
-use crate::config::{RevocationCheck, ServeConfig};
+use crate::config::{ConfigError, RevocationCheck, ServeConfig};
+use crate::error::StoreError;
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
@@ -39,9 +40,12 @@ pub enum StartError {
     /// Keys could not be loaded.
     #[error("keys: {0}")]
     Keys(#[from] KeyError),
-    /// The configuration is inconsistent.
+    /// The configuration cannot work.
     #[error("{0}")]
-    Config(String),
+    Config(#[from] ConfigError),
+    /// The Redis clients could not be built.
+    #[error("redis: {0}")]
+    Store(#[from] StoreError),
     /// A server failed while running.
     #[error("{0}")]
     Serve(String),
@@ -53,7 +57,6 @@ async fn connect_redis(
     target: &RedisTarget,
     metrics: &Metrics,
 ) -> Result<(Arc<dyn RevocationStore>, Background), StartError> {
-    let bad = |e| StartError::Config(format!("--redis-url: {e}"));
     tracing::info!(redis = %target, min_replica_acks = config.min_replica_acks, "connecting to redis");
     let redis = RedisStore::connect(
         target,
@@ -62,8 +65,7 @@ async fn connect_redis(
         config.min_replica_acks,
         metrics.clone(),
     )
-    .await
-    .map_err(bad)?;
+    .await?;
     let mut clients = redis.clients();
     let gate = redis.write_gate();
     let mut background = Background::default();
@@ -78,8 +80,7 @@ async fn connect_redis(
                 config.max_staleness,
                 mirror.clone(),
                 metrics.clone(),
-            )
-            .map_err(bad)?;
+            )?;
             clients.push(sync.client());
             background.mirror = Some(tasks);
             Arc::new(MirroredStore::new(
@@ -99,7 +100,7 @@ async fn connect_redis(
         config.store_timeout,
         metrics.clone(),
     )
-    .map_err(|e| StartError::Config(format!("--redis-url: {e}")))?;
+    .map_err(|e| StartError::Serve(format!("sentinel watch: {e}")))?;
     Ok((store, background))
 }
 
@@ -128,7 +129,7 @@ struct Background {
 impl Server {
     /// Loads keys, connects the store and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, StartError> {
-        config.validate().map_err(StartError::Config)?;
+        let target = config.validate()?;
         let keys_fingerprint = config
             .keys_dir
             .as_deref()
@@ -148,7 +149,6 @@ impl Server {
         let keys = Arc::new(ArcSwap::from_pointee(ring));
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
-        let target = config.redis_target().map_err(StartError::Config)?;
         let (store, background) = match &target {
             Some(target) => connect_redis(&config, target, &metrics).await?,
             None => {

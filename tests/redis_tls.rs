@@ -165,7 +165,7 @@ async fn a_rediss_url_that_cannot_do_tls_is_refused_at_start() {
         config.redis_url = Some(url.clone().into());
         config.redis_ca_file = ca;
         match Server::bind(config).await {
-            Err(StartError::Config(msg)) => assert!(msg.contains("--redis-ca-file"), "{url}: {msg}"),
+            Err(StartError::Config(e)) => assert!(e.to_string().contains("--redis-ca-file"), "{url}: {e}"),
             Err(e) => panic!("{url}: unexpected error {e}"),
             Ok(_) => panic!("{url}: started"),
         }

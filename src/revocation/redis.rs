@@ -26,9 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use fred::clients::Client;
 use fred::cmd;
-use fred::prelude::*;
-use fred::types::RespVersion;
+use fred::error::Error as RedisError;
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, ServerInterface};
+use fred::types::config::{Options, ReconnectPolicy};
+use fred::types::{Builder, Expiration, RespVersion, SetOptions, Value};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -61,13 +64,6 @@ pub struct RedisStore {
     /// What this process acknowledged recently, written again after a reconnect.
     journal: AckJournal,
     metrics: Metrics,
-}
-
-fn unavailable(e: Error) -> StoreError {
-    match e.kind() {
-        ErrorKind::Parse => StoreError::Protocol(e.to_string()),
-        _ => StoreError::Unavailable(e.to_string()),
-    }
 }
 
 /// A RESP3 client of `target` as revokd uses them: retries forever in the
@@ -216,7 +212,7 @@ impl RedisStore {
                                 false,
                             )
                             .await
-                            .map_err(unavailable)?;
+                            ?;
                     }
                     Acked::Subject {
                         subject,
@@ -228,11 +224,11 @@ impl RedisStore {
                         let _: () = pipeline
                             .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), args)
                             .await
-                            .map_err(unavailable)?;
+                            ?;
                     }
                 }
             }
-            let _: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+            let _: Vec<Value> = pipeline.all().await?;
         }
         if self.min_replica_acks > 0 {
             let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
@@ -241,7 +237,7 @@ impl RedisStore {
                 .with_options(&self.options)
                 .wait(self.min_replica_acks, (timeout.as_millis() as i64 * 3 / 4).max(1))
                 .await
-                .map_err(unavailable)?;
+                ?;
             if acked < self.min_replica_acks {
                 return Err(StoreError::Unavailable(format!(
                     "replayed revocations acknowledged by {acked} replicas"
@@ -293,7 +289,7 @@ impl RedisStore {
                 let _: () = pipeline
                     .set(key, value, Some(Expiration::EXAT(until)), Some(SetOptions::NX), false)
                     .await
-                    .map_err(unavailable)?;
+                    ?;
             }
             Write::Eval { script, keys, args } => {
                 let _: () = pipeline
@@ -302,11 +298,11 @@ impl RedisStore {
                         eval_args(script, keys, args),
                     )
                     .await
-                    .map_err(unavailable)?;
+                    ?;
             }
         }
         if self.min_replica_acks == 0 {
-            let mut replies: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+            let mut replies: Vec<Value> = pipeline.all().await?;
             return Ok(replies.pop().unwrap_or(Value::Null));
         }
         // WAIT in the same pipeline, so on the same connection as the write: on
@@ -316,17 +312,17 @@ impl RedisStore {
         let _: () = pipeline
             .wait(self.min_replica_acks, wait_ms)
             .await
-            .map_err(unavailable)?;
+            ?;
         // try_all: a failed write must not be hidden behind WAIT's reply.
         let mut replies = pipeline.try_all::<Value>().await;
         let acked = match replies.pop() {
             Some(Ok(v)) => v.as_i64().unwrap_or(0),
-            Some(Err(e)) => return Err(unavailable(e)),
+            Some(Err(e)) => return Err(e.into()),
             None => 0,
         };
         let reply = match replies.pop() {
             Some(Ok(v)) => v,
-            Some(Err(e)) => return Err(unavailable(e)),
+            Some(Err(e)) => return Err(e.into()),
             None => Value::Null,
         };
         if acked < self.min_replica_acks {
@@ -534,18 +530,18 @@ impl RevocationStore for RedisStore {
         let _: () = pipeline
             .exists(self.key(KeyKind::Jti, q.jti))
             .await
-            .map_err(unavailable)?;
+            ?;
         let _: () = pipeline
             .get(self.key(KeyKind::Subject, q.subject))
             .await
-            .map_err(unavailable)?;
+            ?;
         if let Some(sid) = q.session_id {
             let _: () = pipeline
                 .exists(self.key(KeyKind::Session, sid))
                 .await
-                .map_err(unavailable)?;
+                ?;
         }
-        let replies: Vec<Value> = pipeline.all().await.map_err(unavailable)?;
+        let replies: Vec<Value> = pipeline.all().await?;
         let jti = replies.first().and_then(Value::as_i64).unwrap_or(0) > 0;
         // A subject key whose value is not an instant (written by hand) revokes everything.
         let subject = match replies.get(1) {
@@ -586,7 +582,7 @@ impl RevocationStore for RedisStore {
             .await?;
         let parts: Vec<String> = reply
             .convert()
-            .map_err(|e: Error| StoreError::Protocol(format!("rotation reply: {e}")))?;
+            .map_err(|e: RedisError| StoreError::Protocol(format!("rotation reply: {e}")))?;
         Ok(match parts.first().map(String::as_str) {
             Some("rotated") => RotationOutcome::Rotated,
             Some("retry") => RotationOutcome::Retry(parts.get(1).cloned().unwrap_or_default()),
@@ -611,7 +607,7 @@ impl RevocationStore for RedisStore {
             .with_options(&self.options)
             .ping(None)
             .await
-            .map_err(unavailable)?;
+            ?;
         Ok(())
     }
 

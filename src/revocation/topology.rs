@@ -354,7 +354,7 @@ impl Drop for SentinelWatch {
 }
 
 /// After a switch has been asked for, how long before asking again.
-const RECONNECT_AGAIN_AFTER: Duration = Duration::from_millis(500);
+const RECONNECT_AGAIN_AFTER: Duration = Duration::from_millis(200);
 /// How long one sentinel disagreeing on its own closes the write gate.
 const LONE_DISSENT_LIMIT: Duration = Duration::from_secs(5);
 

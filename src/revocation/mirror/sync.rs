@@ -13,8 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use fred::prelude::*;
+use fred::clients::Client;
+use fred::error::Error as RedisError;
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, TrackingInterface};
 use fred::types::client::Invalidation;
+use fred::types::config::Options;
+use fred::types::{Expiration, Key, Value};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
@@ -307,7 +311,7 @@ impl MirrorSync {
         }
     }
 
-    async fn load_all(&self) -> Result<usize, Error> {
+    async fn load_all(&self) -> Result<usize, RedisError> {
         // Tracking first (re-armed from scratch), then the scan: a key written
         // during the scan is announced by an invalidation either way.
         let _ = self.client.stop_tracking().await;
@@ -367,7 +371,7 @@ impl MirrorSync {
 
     /// Re-reads `keys` (full Redis keys) and adds or drops each; returns how
     /// many are present.
-    async fn load(&self, keys: &[String], measure_lag: bool) -> Result<usize, Error> {
+    async fn load(&self, keys: &[String], measure_lag: bool) -> Result<usize, RedisError> {
         // Reads and their application happen in one order: a resync page read
         // before a DEL+SET must not be applied after the re-read that follows the SET.
         let _serial = self.load_lock.lock().await;
