@@ -51,6 +51,87 @@ pub enum StartError {
     Serve(String),
 }
 
+/// The key ring from `--keys-dir` (or an ephemeral key), and the directory's
+/// fingerprint at load time, for the watcher to start from.
+fn load_keys(config: &ServeConfig) -> Result<(Arc<ArcSwap<KeyRing>>, Option<u64>), StartError> {
+    let fingerprint = config
+        .keys_dir
+        .as_deref()
+        .and_then(|d| crate::keys::fingerprint(d).ok());
+    let ring = match &config.keys_dir {
+        Some(dir) => KeyRing::load_dir(dir, config.signing_kid.as_deref())?,
+        None => {
+            let ring = KeyRing::ephemeral()?;
+            tracing::warn!(
+                kid = %ring.signing().kid,
+                "no --keys-dir: signing with an ephemeral Ed25519 key; its tokens die with this process"
+            );
+            ring
+        }
+    };
+    tracing::info!(keys = ?ring, "keys loaded");
+    Ok((Arc::new(ArcSwap::from_pointee(ring)), fingerprint))
+}
+
+/// The revocation store: Redis (with its background tasks) or memory.
+async fn connect_store(
+    config: &ServeConfig,
+    target: Option<&RedisTarget>,
+    metrics: &Metrics,
+) -> Result<(Arc<dyn RevocationStore>, Background), StartError> {
+    match target {
+        Some(target) => connect_redis(config, target, metrics).await,
+        None => {
+            tracing::warn!(
+                "no --redis-url: revocations are kept in this process only, neither shared with other replicas nor durable"
+            );
+            metrics.store_ok();
+            Ok((MemoryStore::start(Duration::from_secs(1)), Background::default()))
+        }
+    }
+}
+
+/// Issuer, verifier and cache over the key ring, and the store.
+fn build_authority(
+    config: &ServeConfig,
+    keys: &Arc<ArcSwap<KeyRing>>,
+    store: Arc<dyn RevocationStore>,
+    metrics: &Metrics,
+) -> TokenAuthority {
+    let issuer = TokenIssuer::new(
+        keys.clone(),
+        IssuePolicy {
+            issuer: config.issuer.clone(),
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
+            refresh_ttl: config.refresh_ttl,
+        },
+    );
+    let verifier = TokenVerifier::new(
+        keys.clone(),
+        VerifyPolicy {
+            issuer: config.issuer.clone(),
+            leeway: config.leeway,
+            max_token_bytes: config.max_token_bytes,
+        },
+    );
+    let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
+    TokenAuthority::new(
+        issuer,
+        verifier,
+        store,
+        cache,
+        metrics.clone(),
+        config.refresh_grace,
+    )
+}
+
+async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
 /// Connects the Redis store, and the mirror and Sentinel watch when configured.
 async fn connect_redis(
     config: &ServeConfig,
@@ -127,74 +208,17 @@ struct Background {
 }
 
 impl Server {
-    /// Loads keys, connects the store and binds both listeners.
+    /// Validates the configuration, loads keys, connects the store, builds the
+    /// authority and binds both listeners.
     pub async fn bind(config: ServeConfig) -> Result<Self, StartError> {
         let target = config.validate()?;
-        let keys_fingerprint = config
-            .keys_dir
-            .as_deref()
-            .and_then(|d| crate::keys::fingerprint(d).ok());
-        let ring = match &config.keys_dir {
-            Some(dir) => KeyRing::load_dir(dir, config.signing_kid.as_deref())?,
-            None => {
-                let ring = KeyRing::ephemeral()?;
-                tracing::warn!(
-                    kid = %ring.signing().kid,
-                    "no --keys-dir: signing with an ephemeral Ed25519 key; its tokens die with this process"
-                );
-                ring
-            }
-        };
-        tracing::info!(keys = ?ring, "keys loaded");
-        let keys = Arc::new(ArcSwap::from_pointee(ring));
+        let (keys, keys_fingerprint) = load_keys(&config)?;
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
-        let (store, background) = match &target {
-            Some(target) => connect_redis(&config, target, &metrics).await?,
-            None => {
-                tracing::warn!(
-                    "no --redis-url: revocations are kept in this process only, neither shared with other replicas nor durable"
-                );
-                metrics.store_ok();
-                (
-                    MemoryStore::start(Duration::from_secs(1)) as Arc<dyn RevocationStore>,
-                    Background::default(),
-                )
-            }
-        };
-        let issuer = TokenIssuer::new(
-            keys.clone(),
-            IssuePolicy {
-                issuer: config.issuer.clone(),
-                default_ttl: config.default_ttl,
-                max_ttl: config.max_ttl,
-                refresh_ttl: config.refresh_ttl,
-            },
-        );
-        let verifier = TokenVerifier::new(
-            keys.clone(),
-            VerifyPolicy {
-                issuer: config.issuer.clone(),
-                leeway: config.leeway,
-                max_token_bytes: config.max_token_bytes,
-            },
-        );
-        let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
-        let authority = Arc::new(TokenAuthority::new(
-            issuer,
-            verifier,
-            store.clone(),
-            cache,
-            metrics.clone(),
-            config.refresh_grace,
-        ));
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        let grpc = bind(config.grpc_addr).await?;
-        let admin = bind(config.admin_addr).await?;
+        let (store, background) = connect_store(&config, target.as_ref(), &metrics).await?;
+        let authority = Arc::new(build_authority(&config, &keys, store.clone(), &metrics));
+        let grpc = bind_listener(config.grpc_addr).await?;
+        let admin = bind_listener(config.admin_addr).await?;
         Ok(Server {
             config,
             grpc,
