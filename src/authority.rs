@@ -75,6 +75,14 @@ pub struct TokenAuthority {
     pub(crate) clock: Clock,
 }
 
+impl std::fmt::Debug for TokenAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAuthority")
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The revocation lookup for an authenticated token.
 pub(crate) fn query(t: &AuthenticatedToken, now: i64) -> RevocationQuery<'_> {
     RevocationQuery {

@@ -46,6 +46,12 @@ pub struct VerifiedTokenCache {
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for VerifiedTokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokenCache").finish_non_exhaustive()
+    }
+}
+
 impl VerifiedTokenCache {
     /// A cache of about `capacity` tokens; 0 disables it.
     pub fn new(capacity: usize, metrics: Metrics) -> Self {

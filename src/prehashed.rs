@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher that passes a `u64` key through unchanged.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Prehashed(u64);
 
 impl Hasher for Prehashed {

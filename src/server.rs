@@ -116,14 +116,7 @@ fn build_authority(
         },
     );
     let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
-    TokenAuthority::new(
-        issuer,
-        verifier,
-        store,
-        cache,
-        metrics.clone(),
-        config.refresh_grace,
-    )
+    TokenAuthority::new(issuer, verifier, store, cache, metrics.clone(), config.refresh_grace)
 }
 
 async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -198,6 +191,15 @@ pub struct Server {
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// What runs beside the listeners (mirror sync, Sentinel watch); dropped, they stop.
     _background: Background,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("grpc", &self.grpc.local_addr().ok())
+            .field("admin", &self.admin.local_addr().ok())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The background tasks of the store, owned by the [`Server`].

@@ -171,6 +171,12 @@ pub struct TokenVerifier {
     policy: VerifyPolicy,
 }
 
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct Header<'a> {
     #[serde(borrow)]
@@ -400,6 +406,12 @@ pub struct TokenIssuer {
     keys: Arc<ArcSwap<KeyRing>>,
     policy: IssuePolicy,
     rng: aws_lc_rs::rand::SystemRandom,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer").finish_non_exhaustive()
+    }
 }
 
 /// A fresh token id: 128 random bits, base64url (22 characters).

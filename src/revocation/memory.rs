@@ -46,6 +46,12 @@ pub struct MemoryStore {
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
 impl MemoryStore {
     /// A new empty store, with a task that purges expired entries every `every`.
     pub fn start(every: Duration) -> Arc<Self> {

@@ -66,6 +66,15 @@ pub struct RedisStore {
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("min_replica_acks", &self.min_replica_acks)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A RESP3 client of `target` as revokd uses them: retries forever in the
 /// background (also when Redis is down at start, with backoff from 20 ms to
 /// 1 s), every command bounded by `timeout`, and a command in flight when the
@@ -211,8 +220,7 @@ impl RedisStore {
                                 Some(SetOptions::NX),
                                 false,
                             )
-                            .await
-                            ?;
+                            .await?;
                     }
                     Acked::Subject {
                         subject,
@@ -223,8 +231,7 @@ impl RedisStore {
                         let args = eval_args(REVOKE_SUBJECT, &[&key], &[before_us.to_string(), until.to_string()]);
                         let _: () = pipeline
                             .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), args)
-                            .await
-                            ?;
+                            .await?;
                     }
                 }
             }
@@ -236,8 +243,7 @@ impl RedisStore {
                 .writer
                 .with_options(&self.options)
                 .wait(self.min_replica_acks, (timeout.as_millis() as i64 * 3 / 4).max(1))
-                .await
-                ?;
+                .await?;
             if acked < self.min_replica_acks {
                 return Err(StoreError::Unavailable(format!(
                     "replayed revocations acknowledged by {acked} replicas"
@@ -288,8 +294,7 @@ impl RedisStore {
             Write::SetNx { key, value, until } => {
                 let _: () = pipeline
                     .set(key, value, Some(Expiration::EXAT(until)), Some(SetOptions::NX), false)
-                    .await
-                    ?;
+                    .await?;
             }
             Write::Eval { script, keys, args } => {
                 let _: () = pipeline
@@ -297,8 +302,7 @@ impl RedisStore {
                         cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)),
                         eval_args(script, keys, args),
                     )
-                    .await
-                    ?;
+                    .await?;
             }
         }
         if self.min_replica_acks == 0 {
@@ -309,10 +313,7 @@ impl RedisStore {
         // another connection it would wait for nothing.
         let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
         let wait_ms = (timeout.as_millis() as i64 * 3 / 4).max(1);
-        let _: () = pipeline
-            .wait(self.min_replica_acks, wait_ms)
-            .await
-            ?;
+        let _: () = pipeline.wait(self.min_replica_acks, wait_ms).await?;
         // try_all: a failed write must not be hidden behind WAIT's reply.
         let mut replies = pipeline.try_all::<Value>().await;
         let acked = match replies.pop() {
@@ -527,19 +528,10 @@ impl RevocationStore for RedisStore {
         self.check_connected()?;
         // One round trip; single-key commands, so it works on a cluster too.
         let pipeline = self.client.pipeline();
-        let _: () = pipeline
-            .exists(self.key(KeyKind::Jti, q.jti))
-            .await
-            ?;
-        let _: () = pipeline
-            .get(self.key(KeyKind::Subject, q.subject))
-            .await
-            ?;
+        let _: () = pipeline.exists(self.key(KeyKind::Jti, q.jti)).await?;
+        let _: () = pipeline.get(self.key(KeyKind::Subject, q.subject)).await?;
         if let Some(sid) = q.session_id {
-            let _: () = pipeline
-                .exists(self.key(KeyKind::Session, sid))
-                .await
-                ?;
+            let _: () = pipeline.exists(self.key(KeyKind::Session, sid)).await?;
         }
         let replies: Vec<Value> = pipeline.all().await?;
         let jti = replies.first().and_then(Value::as_i64).unwrap_or(0) > 0;
@@ -602,12 +594,7 @@ impl RevocationStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.check_connected()?;
-        let _: String = self
-            .client
-            .with_options(&self.options)
-            .ping(None)
-            .await
-            ?;
+        let _: String = self.client.with_options(&self.options).ping(None).await?;
         Ok(())
     }
 

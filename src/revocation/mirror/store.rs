@@ -21,6 +21,15 @@ pub struct MirroredStore {
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for MirroredStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirroredStore")
+            .field("max_staleness", &self.max_staleness)
+            .field("trusted", &self.is_trusted())
+            .finish_non_exhaustive()
+    }
+}
+
 impl MirroredStore {
     /// Answers from `mirror` while every one of `nodes` is synced and fresher
     /// than `max_staleness`, from `redis` otherwise.

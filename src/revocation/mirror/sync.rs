@@ -56,6 +56,15 @@ pub struct MirrorSync {
     metrics: Metrics,
 }
 
+impl std::fmt::Debug for MirrorSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorSync")
+            .field("prefix", &self.prefix)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The tasks a [`MirrorSync`] runs; dropping it stops them.
 #[derive(Debug)]
 pub struct SyncTasks(Vec<tokio::task::AbortHandle>);

@@ -17,6 +17,14 @@ pub struct RevocationMirror {
     entries: RwLock<Entries>,
 }
 
+impl std::fmt::Debug for RevocationMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationMirror")
+            .field("entries", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Default)]
 struct Entries {
     /// hash(jti) -> until (Unix seconds).
