@@ -155,31 +155,24 @@ impl TryFrom<v1::IssueSessionRequest> for SessionParams {
     }
 }
 
-impl From<SessionTokens> for v1::IssueSessionResponse {
-    fn from(t: SessionTokens) -> Self {
-        v1::IssueSessionResponse {
-            access_token: t.access_token,
-            refresh_token: t.refresh_token,
-            session_id: t.session_id,
-            access_expires_at: Some(timestamp(t.access_expires_at)),
-            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
-            key_id: t.key_id,
+/// IssueSession and RefreshSession answer with the same fields.
+macro_rules! from_session_tokens {
+    ($($response:ident),+) => {$(
+        impl From<SessionTokens> for v1::$response {
+            fn from(t: SessionTokens) -> Self {
+                v1::$response {
+                    access_token: t.access_token,
+                    refresh_token: t.refresh_token,
+                    session_id: t.session_id,
+                    access_expires_at: Some(timestamp(t.access_expires_at)),
+                    refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
+                    key_id: t.key_id,
+                }
+            }
         }
-    }
+    )+};
 }
-
-impl From<SessionTokens> for v1::RefreshSessionResponse {
-    fn from(t: SessionTokens) -> Self {
-        v1::RefreshSessionResponse {
-            access_token: t.access_token,
-            refresh_token: t.refresh_token,
-            session_id: t.session_id,
-            access_expires_at: Some(timestamp(t.access_expires_at)),
-            refresh_expires_at: Some(timestamp(t.refresh_expires_at)),
-            key_id: t.key_id,
-        }
-    }
-}
+from_session_tokens!(IssueSessionResponse, RefreshSessionResponse);
 
 impl TryFrom<Option<revoke_session_request::Target>> for SessionTarget {
     type Error = Error;
