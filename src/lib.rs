@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - [`config`]: command line and `REVOKD_*` environment (clap), validation.
-//! - [`keys`]: key files to keys by kid; which one signs; `keygen`.
+//! - [`keys`]: key files to keys by kid; which one signs (`mod.rs`); PEM
+//!   parsing (`pem`), `keygen`, reload on change (`watch`), the typed JWK Set
+//!   (`jwk`) that the JWKS endpoint and GetJwks both serve.
 //! - [`tokens`]: issue and verify JWTs; pure, with the time passed in.
 //! - [`revocation`]: the [`revocation::RevocationStore`] trait; Redis (with
 //!   replica acknowledgements and the replay journal), the push-synced mirror

@@ -182,27 +182,11 @@ impl TokenService for TokenGrpcService {
 
 impl TokenGrpcService {
     fn jwks(&self) -> Result<GetJwksResponse, Error> {
-        let jwks_json = self.authority.jwks_json();
-        let doc: serde_json::Value = serde_json::from_str(&jwks_json).map_err(|e| Error::Internal(e.to_string()))?;
-        let field = |k: &serde_json::Value, name: &str| k[name].as_str().unwrap_or_default().to_owned();
-        let keys = doc["keys"]
-            .as_array()
-            .map(|keys| {
-                keys.iter()
-                    .map(|k| JsonWebKey {
-                        kty: field(k, "kty"),
-                        kid: field(k, "kid"),
-                        alg: field(k, "alg"),
-                        r#use: field(k, "use"),
-                        crv: field(k, "crv"),
-                        x: field(k, "x"),
-                        y: field(k, "y"),
-                        n: field(k, "n"),
-                        e: field(k, "e"),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(GetJwksResponse { jwks_json, keys })
+        // One load of the ring, so the document and the keys are the same key set.
+        let ring = self.authority.verifier.keys();
+        Ok(GetJwksResponse {
+            jwks_json: ring.jwks_json().to_owned(),
+            keys: ring.jwks().keys.iter().map(JsonWebKey::from).collect(),
+        })
     }
 }
