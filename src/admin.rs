@@ -16,19 +16,27 @@ use crate::revocation::RevocationStore;
 
 /// What the admin endpoints look at.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The revocation store, pinged by /readyz.
-    pub store: Arc<dyn RevocationStore>,
+    pub(crate) store: Arc<dyn RevocationStore>,
     /// The keys, published by /.well-known/jwks.json.
-    pub keys: Arc<arc_swap::ArcSwap<KeyRing>>,
+    pub(crate) keys: Arc<arc_swap::ArcSwap<KeyRing>>,
     /// Metric handles (store up/down from the readiness ping).
-    pub metrics: Metrics,
+    pub(crate) metrics: Metrics,
     /// Renders /metrics.
-    pub prometheus: metrics_exporter_prometheus::PrometheusHandle,
+    pub(crate) prometheus: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("store", &self.store.kind())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The admin routes.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -63,7 +71,7 @@ async fn render_metrics(State(state): State<AdminState>) -> impl axum::response:
 
 /// How long clients may cache the JWKS: short, so a new key is picked up soon
 /// after rotation (publish a new key before it starts signing).
-pub const JWKS_MAX_AGE_SECONDS: u32 = 300;
+pub(crate) const JWKS_MAX_AGE_SECONDS: u32 = 300;
 
 async fn jwks(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
     let body = state.keys.load().jwks_json().to_owned();

@@ -31,7 +31,7 @@
 //! - [`proto`]: generated code; request decoding (`TryFrom`) and answer
 //!   encoding (`From`) for every RPC.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod authority;
 pub mod cache;
 pub mod client;
@@ -40,11 +40,11 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
-pub mod prehashed;
+pub(crate) mod prehashed;
 pub mod proto;
 pub mod revocation;
 pub mod server;
-pub mod service;
+pub(crate) mod service;
 pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;

@@ -7,7 +7,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// A hasher that passes a `u64` key through unchanged.
 #[derive(Debug, Default)]
-pub struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
@@ -22,4 +22,4 @@ impl Hasher for Prehashed {
 }
 
 /// A map from a keyed 64-bit hash to `V`.
-pub type PrehashedMap<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;
+pub(crate) type PrehashedMap<V> = HashMap<u64, V, BuildHasherDefault<Prehashed>>;

@@ -24,9 +24,15 @@ use crate::proto::v1::{
 
 /// The gRPC service over a shared [`TokenAuthority`].
 #[derive(Clone)]
-pub struct TokenGrpcService {
+pub(crate) struct TokenGrpcService {
     authority: Arc<TokenAuthority>,
     metrics: Metrics,
+}
+
+impl std::fmt::Debug for TokenGrpcService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrpcService").finish_non_exhaustive()
+    }
 }
 
 /// The one RPC whose span is DEBUG: it is the hot path.
@@ -57,7 +63,7 @@ fn record(field: &'static str, value: &str) {
 
 impl TokenGrpcService {
     /// Serves `authority`.
-    pub fn new(authority: Arc<TokenAuthority>, metrics: Metrics) -> Self {
+    pub(crate) fn new(authority: Arc<TokenAuthority>, metrics: Metrics) -> Self {
         TokenGrpcService { authority, metrics }
     }
 

@@ -71,6 +71,15 @@ pub struct VerifyingKey {
     pub public: Option<PublicKey>,
 }
 
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The public half of an asymmetric key, in the form JWKS publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
@@ -105,6 +114,15 @@ pub struct SigningKey {
     pub alg: Algorithm,
     /// The key material for jsonwebtoken.
     pub encoding: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Every key revokd knows, by kid, and the one that signs.
