@@ -7,9 +7,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{TestServer, eventually, http_get, now};
+use common::rpc::{issue, verdict};
+use common::{Log, TestServer, eventually, http_get, now};
 use revokd::config::{KeygenAlg, ServeConfig};
-use revokd::proto::v1::{GetJwksRequest, IssueTokenRequest, Verdict, VerifyTokenRequest};
+use revokd::proto::v1::{GetJwksRequest, Verdict};
 
 /// A Secret volume's layout: `<kid>.pem -> ..data/<kid>.pem`, `..data -> ..<version>`.
 fn secret_volume(root: &Path, version: &str, kids: &[(&str, KeygenAlg)]) -> Vec<(String, String)> {
@@ -66,28 +67,17 @@ async fn jwks_kids(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-async fn verdict(server: &TestServer, token: &str) -> Verdict {
-    let r = server
-        .client()
-        .await
-        .verify_token(VerifyTokenRequest {
-            token: token.into(),
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    Verdict::try_from(r.verdict).unwrap()
-}
-
 #[tokio::test]
 async fn secret_rotation_is_picked_up_and_bad_sets_are_refused() {
+    // The server runs on this thread (current-thread runtime): its log lands here.
+    let (log, _logging) = Log::capture();
     let root = tempfile::tempdir().unwrap();
     let v1 = secret_volume(root.path(), "v1", &[("k1", KeygenAlg::EdDsa)]);
     let server = TestServer::start_with(config(root.path(), "k1")).await;
+    let mut c = server.client().await;
     assert_eq!(jwks_kids(&server).await, vec!["k1"]);
     let t1 = sign_with(&v1[0].1, "k1");
-    assert_eq!(verdict(&server, &t1).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &t1).await, Verdict::Valid);
 
     // v2 adds k2 (the Secret update): k2 tokens verify, k1 keeps verifying.
     let v2_dir = root.path().join("..v2");
@@ -104,8 +94,8 @@ async fn secret_rotation_is_picked_up_and_bad_sets_are_refused() {
     })
     .await;
     let t2 = sign_with(&k2_pem, "k2");
-    assert_eq!(verdict(&server, &t2).await, Verdict::Valid);
-    assert_eq!(verdict(&server, &t1).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &t2).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &t1).await, Verdict::Valid);
 
     // A broken key file: the new set is refused, the old one stays in force.
     std::fs::write(
@@ -113,21 +103,15 @@ async fn secret_rotation_is_picked_up_and_bad_sets_are_refused() {
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
-    // Give the watcher several rounds to (not) act.
-    let issued_before = server
-        .client()
-        .await
-        .issue_token(IssueTokenRequest {
-            subject: "s".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let issued_before = issue(&mut c, "s").await;
+    // The watcher tries that set (its log says it refused it); the old one stays.
+    eventually(Duration::from_secs(5), "the broken key set refused", || async {
+        log.contains("new key set refused")
+    })
+    .await;
     assert_eq!(jwks_kids(&server).await, vec!["k1", "k2"]);
-    assert_eq!(verdict(&server, &t2).await, Verdict::Valid);
-    assert_eq!(verdict(&server, &issued_before.token).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &t2).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &issued_before.token).await, Verdict::Valid);
     std::fs::remove_file(root.path().join("broken.pem")).unwrap();
 
     // Retiring k2: its tokens stop verifying (the verified-token cache is dropped too).
@@ -136,8 +120,8 @@ async fn secret_rotation_is_picked_up_and_bad_sets_are_refused() {
         jwks_kids(&server).await == ["k1"]
     })
     .await;
-    assert_eq!(verdict(&server, &t2).await, Verdict::UnknownKey);
-    assert_eq!(verdict(&server, &t1).await, Verdict::Valid);
+    assert_eq!(verdict(&mut c, &t2).await, Verdict::UnknownKey);
+    assert_eq!(verdict(&mut c, &t1).await, Verdict::Valid);
     server.shutdown().await;
 }
 
@@ -219,16 +203,7 @@ async fn without_signing_kid_the_current_signer_survives_an_added_key() {
         jwks_kids(&server).await == ["k1", "k2"]
     })
     .await;
-    let issued = server
-        .client()
-        .await
-        .issue_token(IssueTokenRequest {
-            subject: "s".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let issued = issue(&mut server.client().await, "s").await;
     assert_eq!(issued.key_id, "k1", "the signer in force keeps signing");
     server.shutdown().await;
 }

@@ -3,48 +3,26 @@
 
 mod common;
 
-use common::{RedisServer, RevokdProcess, keys_dir, metric};
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, VerifyTokenRequest, revoke_token_request};
+use common::rpc::{issue, revoke, verify_req};
+use common::{RedisServer, RevokdProcess, keys_dir, metric, serve_args};
+use revokd::proto::v1::IssueTokenRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_real_calls() {
     let redis = RedisServer::start();
     let keys = keys_dir();
     let url = redis.url();
-    let p = RevokdProcess::spawn(&[
-        "--keys-dir",
-        keys.path().to_str().unwrap(),
-        "--signing-kid",
-        "test-hs",
-        "--redis-url",
-        &url,
-    ]);
+    let p = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
     p.wait_synced().await;
     let mut c = p.client().await;
-    let t = c
-        .issue_token(IssueTokenRequest {
-            subject: "subject-never-in-metrics".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let verify = |token: &str| VerifyTokenRequest {
-        token: token.into(),
-        audience: String::new(),
-    };
+    let t = issue(&mut c, "subject-never-in-metrics").await;
     for _ in 0..3 {
-        c.verify_token(verify(&t.token)).await.unwrap();
+        c.verify_token(verify_req(&t.token)).await.unwrap();
     }
-    c.verify_token(verify("junk")).await.unwrap();
+    c.verify_token(verify_req("junk")).await.unwrap();
     assert!(c.issue_token(IssueTokenRequest::default()).await.is_err());
-    c.revoke_token(RevokeTokenRequest {
-        target: Some(revoke_token_request::Target::Token(t.token.clone())),
-        reason: "logout".into(),
-    })
-    .await
-    .unwrap();
-    c.verify_token(verify(&t.token)).await.unwrap();
+    revoke(&mut c, &t.token).await;
+    c.verify_token(verify_req(&t.token)).await.unwrap();
 
     let text = p.metrics().await;
     let m = |s: &str| metric(&text, s).unwrap_or_else(|| panic!("{s} missing in:\n{text}"));

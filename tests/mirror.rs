@@ -6,55 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{RedisServer, RevokdProcess, TcpProxy, eventually, keys_dir, metric, redis_cli};
-use revokd::proto::v1::token_service_client::TokenServiceClient;
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
-use tonic::transport::Channel;
-
-fn args<'a>(keys: &'a tempfile::TempDir, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "--keys-dir",
-        keys.path().to_str().unwrap(),
-        "--signing-kid",
-        "test-hs",
-        "--redis-url",
-        url,
-    ];
-    a.extend_from_slice(extra);
-    a
-}
-
-async fn issue(c: &mut TokenServiceClient<Channel>) -> (String, String) {
-    let r = c
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (r.token, r.jti)
-}
-
-/// The verdict, or None for an RPC error (UNAVAILABLE).
-async fn verify(c: &mut TokenServiceClient<Channel>, token: &str) -> Result<Verdict, tonic::Code> {
-    c.verify_token(VerifyTokenRequest {
-        token: token.into(),
-        audience: String::new(),
-    })
-    .await
-    .map(|r| Verdict::try_from(r.into_inner().verdict).unwrap())
-    .map_err(|s| s.code())
-}
-
-async fn revoke(c: &mut TokenServiceClient<Channel>, token: &str) {
-    c.revoke_token(RevokeTokenRequest {
-        target: Some(revoke_token_request::Target::Token(token.into())),
-        reason: "test".into(),
-    })
-    .await
-    .unwrap();
-}
+use common::rpc::{eventually_verify, issue, issue_token, revoke, verify};
+use common::{RedisServer, RevokdProcess, TcpProxy, eventually, keys_dir, metric, redis_cli, serve_args};
+use revokd::proto::v1::{IssueTokenResponse, RevokeTokenRequest, Verdict, revoke_token_request};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
@@ -65,15 +19,15 @@ async fn revoke_on_a_is_seen_by_b_quickly_and_never_unseen() {
     let redis = RedisServer::start();
     let keys = keys_dir();
     let url = redis.url();
-    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
-    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let a = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
     a.wait_synced().await;
     b.wait_synced().await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
 
     let mut delays = Vec::with_capacity(1000);
     for _ in 0..1000 {
-        let (token, _) = issue(&mut ca).await;
+        let token = issue_token(&mut ca, "alice").await;
         assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Valid));
         revoke(&mut ca, &token).await;
         let returned = Instant::now();
@@ -115,21 +69,23 @@ async fn partitioned_instance_fails_closed_then_catches_up() {
     let url = redis.url();
     let proxy = TcpProxy::start(redis.port).await;
     let proxy_url = proxy.url();
-    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
-    let b = RevokdProcess::spawn(&args(&keys, &proxy_url, &[]));
+    let a = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&serve_args(&keys, &proxy_url, &[]));
     a.wait_synced().await;
     b.wait_synced().await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
-    let (token, jti) = issue(&mut ca).await;
+    let IssueTokenResponse { token, jti, .. } = issue(&mut ca, "alice").await;
     assert_eq!(verify(&mut cb, &token).await, Ok(Verdict::Valid));
 
     proxy.cut();
     // B can no longer learn of revocations: it must not answer VALID.
-    eventually(Duration::from_secs(5), "B fails closed while cut off", || {
-        let mut cb = cb.clone();
-        let token = token.clone();
-        async move { verify(&mut cb, &token).await == Err(tonic::Code::Unavailable) }
-    })
+    eventually_verify(
+        Duration::from_secs(5),
+        "B fails closed while cut off",
+        &cb,
+        &token,
+        Err(tonic::Code::Unavailable),
+    )
     .await;
     assert_eq!(metric(&b.metrics().await, "revokd_mirror_synced"), Some(0.0));
     revoke(&mut ca, &token).await;
@@ -142,10 +98,13 @@ async fn partitioned_instance_fails_closed_then_catches_up() {
     // After reconnecting (both connections: the mirror's and the lookups'), B
     // resyncs and enforces what it missed.
     b.wait_synced().await;
-    eventually(Duration::from_secs(10), "B enforces the revocation it missed", || {
-        let (mut cb, token) = (cb.clone(), token.clone());
-        async move { verify(&mut cb, &token).await == Ok(Verdict::Revoked) }
-    })
+    eventually_verify(
+        Duration::from_secs(10),
+        "B enforces the revocation it missed",
+        &cb,
+        &token,
+        Ok(Verdict::Revoked),
+    )
     .await;
 }
 
@@ -154,12 +113,12 @@ async fn redis_restart_both_instances_resync() {
     let mut redis = RedisServer::start_persistent();
     let keys = keys_dir();
     let url = redis.url();
-    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
-    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let a = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
     a.wait_synced().await;
     b.wait_synced().await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
-    let (before, _) = issue(&mut ca).await;
+    let before = issue_token(&mut ca, "alice").await;
     revoke(&mut ca, &before).await;
 
     redis.restart();
@@ -185,17 +144,15 @@ async fn redis_restart_both_instances_resync() {
     .await;
     assert_eq!(verify(&mut ca, &before).await, Ok(Verdict::Revoked));
     assert_eq!(verify(&mut cb, &before).await, Ok(Verdict::Revoked));
-    let (after, _) = issue(&mut ca).await;
+    let after = issue_token(&mut ca, "alice").await;
     assert_eq!(verify(&mut cb, &after).await, Ok(Verdict::Valid));
     revoke(&mut ca, &after).await;
-    eventually(
+    eventually_verify(
         Duration::from_secs(1),
         "B enforces a revocation made after the restart",
-        || {
-            let mut cb = cb.clone();
-            let after = after.clone();
-            async move { verify(&mut cb, &after).await == Ok(Verdict::Revoked) }
-        },
+        &cb,
+        &after,
+        Ok(Verdict::Revoked),
     )
     .await;
 }
@@ -206,12 +163,12 @@ async fn redis_restarted_empty_gets_recent_revocations_written_again() {
     let mut redis = RedisServer::start();
     let keys = keys_dir();
     let url = redis.url();
-    let a = RevokdProcess::spawn(&args(&keys, &url, &[]));
-    let b = RevokdProcess::spawn(&args(&keys, &url, &[]));
+    let a = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
+    let b = RevokdProcess::spawn(&serve_args(&keys, &url, &[]));
     a.wait_synced().await;
     b.wait_synced().await;
     let (mut ca, cb) = (a.client().await, b.client().await);
-    let (token, jti) = issue(&mut ca).await;
+    let IssueTokenResponse { token, jti, .. } = issue(&mut ca, "alice").await;
     revoke(&mut ca, &token).await;
     let key = format!("revokd:jti:{jti}");
 
@@ -222,10 +179,13 @@ async fn redis_restarted_empty_gets_recent_revocations_written_again() {
     })
     .await;
     assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Revoked));
-    eventually(Duration::from_secs(10), "B enforces it again", || {
-        let (mut cb, token) = (cb.clone(), token.clone());
-        async move { verify(&mut cb, &token).await == Ok(Verdict::Revoked) }
-    })
+    eventually_verify(
+        Duration::from_secs(10),
+        "B enforces it again",
+        &cb,
+        &token,
+        Ok(Verdict::Revoked),
+    )
     .await;
 }
 
@@ -233,44 +193,39 @@ async fn redis_cli_writes_are_enforced(mode: &str) {
     let redis = RedisServer::start();
     let keys = keys_dir();
     let url = redis.url();
-    let a = RevokdProcess::spawn(&args(&keys, &url, &["--revocation-check", mode]));
+    let a = RevokdProcess::spawn(&serve_args(&keys, &url, &["--revocation-check", mode]));
     if mode == "mirror" {
         a.wait_synced().await;
     }
     let mut ca = a.client().await;
-    let (token, jti) = issue(&mut ca).await;
+    let IssueTokenResponse { token, jti, .. } = issue(&mut ca, "alice").await;
     assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Valid));
     let key = format!("revokd:jti:{jti}");
     let exat = (common::now() + 3600).to_string();
 
     redis_cli(&redis, &["SET", &key, "by-hand", "EXAT", &exat]);
-    eventually(Duration::from_secs(1), "a key set with redis-cli is enforced", || {
-        let mut ca = ca.clone();
-        let token = token.clone();
-        async move { verify(&mut ca, &token).await == Ok(Verdict::Revoked) }
-    })
+    eventually_verify(
+        Duration::from_secs(1),
+        "a key set with redis-cli is enforced",
+        &ca,
+        &token,
+        Ok(Verdict::Revoked),
+    )
     .await;
 
     redis_cli(&redis, &["DEL", &key]);
-    eventually(
+    eventually_verify(
         Duration::from_secs(1),
         "a key deleted with redis-cli stops being enforced",
-        || {
-            let mut ca = ca.clone();
-            let token = token.clone();
-            async move { verify(&mut ca, &token).await == Ok(Verdict::Valid) }
-        },
+        &ca,
+        &token,
+        Ok(Verdict::Valid),
     )
     .await;
 
     // FLUSHALL sends no per-key invalidation; a stale mirror entry is confirmed against Redis.
     redis_cli(&redis, &["SET", &key, "by-hand", "EXAT", &exat]);
-    eventually(Duration::from_secs(1), "set again", || {
-        let mut ca = ca.clone();
-        let token = token.clone();
-        async move { verify(&mut ca, &token).await == Ok(Verdict::Revoked) }
-    })
-    .await;
+    eventually_verify(Duration::from_secs(1), "set again", &ca, &token, Ok(Verdict::Revoked)).await;
     redis_cli(&redis, &["FLUSHALL"]);
     assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Valid));
 }

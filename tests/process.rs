@@ -2,11 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::TestServer;
-use revokd::proto::v1::{IssueTokenRequest, Verdict, VerifyTokenRequest};
+use common::rpc::{issue, verdict};
+use common::{RevokdProcess, TestServer};
+use revokd::proto::v1::Verdict;
 
 const BIN: &str = env!("CARGO_BIN_EXE_revokd");
 
@@ -118,64 +118,21 @@ async fn health_and_reflection_are_served() {
 
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
-        .env_clear()
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let grpc_addr = loop {
-        let line = lines.next().expect("revokd logs its addresses").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
-        assert!(!line.contains("PRIVATE"), "no key material in logs");
-        if v["message"] == "revokd serving" {
-            break v["grpc_addr"].as_str().unwrap().to_string();
-        }
-    };
+    let p = RevokdProcess::spawn_logged(&[]);
+    let log = p.log();
     // The ephemeral key signs and verifies.
-    let mut client =
-        revokd::proto::v1::token_service_client::TokenServiceClient::connect(format!("http://{grpc_addr}"))
-            .await
-            .unwrap();
-    let t = client
-        .issue_token(IssueTokenRequest {
-            subject: "a".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let v = client
-        .verify_token(VerifyTokenRequest {
-            token: t.token.clone(),
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(v.verdict, Verdict::Valid as i32);
+    let mut client = p.client().await;
+    let t = issue(&mut client, "a").await;
+    assert_eq!(verdict(&mut client, &t.token).await, Verdict::Valid);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+    assert_eq!(p.terminate().await.code(), Some(0));
+    let mut lines = log.lines();
+    let serving = 1 + lines
+        .iter()
+        .position(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["message"] == "revokd serving")
         .unwrap();
-    assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let rest = lines.split_off(serving);
+    assert!(!lines.iter().any(|l| l.contains("PRIVATE")), "no key material in logs");
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
     assert!(!rest.iter().any(|l| l.contains(&t.token)), "tokens never logged");
 }

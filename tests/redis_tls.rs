@@ -7,10 +7,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::rpc::{by_token, eventually_verify, issue, revoke, verify};
 use common::tls::TlsRedis;
 use common::{TestServer, eventually, http_get};
 use revokd::config::RevocationCheck;
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
+use revokd::proto::v1::Verdict;
 use revokd::server::{Server, StartError};
 
 async fn start(url: String, ca: Option<std::path::PathBuf>, mode: RevocationCheck) -> TestServer {
@@ -26,33 +27,17 @@ async fn start(url: String, ca: Option<std::path::PathBuf>, mode: RevocationChec
 
 async fn revoke_roundtrip(server: &TestServer, redis: &TlsRedis) {
     let mut c = server.client().await;
-    let issued = c
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    c.revoke_token(RevokeTokenRequest {
-        target: Some(revoke_token_request::Target::Token(issued.token.clone())),
-        reason: "tls".into(),
-    })
-    .await
-    .unwrap();
+    let issued = issue(&mut c, "alice").await;
+    revoke(&mut c, &issued.token).await;
     // The revocation went over TLS into this server.
     assert_eq!(redis.cmd(&["EXISTS", &format!("revokd:jti:{}", issued.jti)]), "1");
-    eventually(Duration::from_secs(10), "verify says REVOKED", || {
-        let (mut c, token) = (c.clone(), issued.token.clone());
-        async move {
-            c.verify_token(VerifyTokenRequest {
-                token,
-                audience: String::new(),
-            })
-            .await
-            .is_ok_and(|r| r.into_inner().verdict == Verdict::Revoked as i32)
-        }
-    })
+    eventually_verify(
+        Duration::from_secs(10),
+        "verify says REVOKED",
+        &c,
+        &issued.token,
+        Ok(Verdict::Revoked),
+    )
     .await;
 }
 
@@ -92,31 +77,11 @@ async fn a_server_the_ca_did_not_sign_is_refused() {
     let redis = TlsRedis::start();
     let server = start(redis.url(), Some(redis.other_ca_file()), RevocationCheck::Redis).await;
     let mut c = server.client().await;
-    let issued = c
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let issued = issue(&mut c, "alice").await;
     // Never connected: fail closed, nothing written, not ready.
-    let err = c
-        .revoke_token(RevokeTokenRequest {
-            target: Some(revoke_token_request::Target::Token(issued.token.clone())),
-            reason: "tls".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = c.revoke_token(by_token(&issued.token)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
-    let err = c
-        .verify_token(VerifyTokenRequest {
-            token: issued.token,
-            audience: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert_eq!(verify(&mut c, &issued.token).await, Err(tonic::Code::Unavailable));
     assert_eq!(http_get(server.admin_addr, "/readyz").await.0, 503);
     assert_eq!(redis.cmd(&["DBSIZE"]), "0");
 }
@@ -132,21 +97,8 @@ async fn plaintext_never_reaches_a_tls_port() {
     )
     .await;
     let mut c = server.client().await;
-    let issued = c
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let err = c
-        .revoke_token(RevokeTokenRequest {
-            target: Some(revoke_token_request::Target::Token(issued.token)),
-            reason: "tls".into(),
-        })
-        .await
-        .unwrap_err();
+    let issued = issue(&mut c, "alice").await;
+    let err = c.revoke_token(by_token(&issued.token)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable);
 }
 

@@ -7,17 +7,11 @@ use revokd::config::RevocationCheck;
 
 use std::time::Duration;
 
+use common::rpc::{by_token, eventually_verify, issue, revoke, verdict, verify_req};
 use common::{RedisServer, TestServer, eventually, http_get, now, sign_hs};
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
+use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, revoke_token_request};
 use serde_json::json;
 use tonic::Code;
-
-fn by_token(token: &str) -> RevokeTokenRequest {
-    RevokeTokenRequest {
-        target: Some(revoke_token_request::Target::Token(token.into())),
-        reason: "test".into(),
-    }
-}
 
 #[tokio::test]
 async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
@@ -36,7 +30,7 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
     let key = format!("revokd:jti:{}", issued.jti);
     assert_eq!(redis.cmd(&["EXISTS", &key]).as_deref(), Some(":0"));
 
-    let first = client.revoke_token(by_token(&issued.token)).await.unwrap().into_inner();
+    let first = revoke(&mut client, &issued.token).await;
     assert!(first.newly_revoked);
     assert_eq!(first.jti, issued.jti);
     let exp = issued.expires_at.unwrap().seconds;
@@ -47,7 +41,7 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
     assert!((ttl - expected).abs() <= 1, "ttl {ttl}, expected {expected}");
 
     // Idempotent: a second revocation changes nothing and says so.
-    let second = client.revoke_token(by_token(&issued.token)).await.unwrap().into_inner();
+    let second = revoke(&mut client, &issued.token).await;
     assert!(!second.newly_revoked);
     assert!((redis.ttl(&key) - expected).abs() <= 1);
 
@@ -67,22 +61,14 @@ async fn revocation_ttl_matches_remaining_lifetime_and_is_idempotent() {
         &json!({"iss": "revokd", "sub": "bob", "exp": now() + 60, "jti": "operator-jti"}),
         Some("test-hs"),
     );
-    let v = client
-        .verify_token(VerifyTokenRequest {
-            token: forged,
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(v.verdict, Verdict::Revoked as i32);
+    assert_eq!(verdict(&mut client, &forged).await, Verdict::Revoked);
 
     // An expired token needs nothing stored.
     let expired = sign_hs(
         &json!({"iss": "revokd", "sub": "bob", "exp": now() - 120, "jti": "old-jti"}),
         Some("test-hs"),
     );
-    let r = client.revoke_token(by_token(&expired)).await.unwrap().into_inner();
+    let r = revoke(&mut client, &expired).await;
     assert!(!r.newly_revoked);
     assert_eq!(redis.cmd(&["EXISTS", "revokd:jti:old-jti"]).as_deref(), Some(":0"));
 
@@ -215,31 +201,18 @@ async fn redis_down_fails_closed_and_recovers(mode: RevocationCheck) {
     let mut redis = RedisServer::start();
     let server = TestServer::start_mode(Some(&redis), mode).await;
     let mut client = server.client().await;
-    let issued = client
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let verify = VerifyTokenRequest {
-        token: issued.token.clone(),
-        audience: String::new(),
-    };
-    assert_eq!(
-        client.verify_token(verify.clone()).await.unwrap().into_inner().verdict,
-        Verdict::Valid as i32
-    );
+    let issued = issue(&mut client, "alice").await;
+    let token = issued.token.as_str();
+    assert_eq!(verdict(&mut client, token).await, Verdict::Valid);
     let (code, _) = http_get(server.admin_addr, "/readyz").await;
     assert_eq!(code, 200);
 
     redis.stop();
     // Never "valid" while the store cannot be asked: UNAVAILABLE.
-    let status = client.verify_token(verify.clone()).await.expect_err("fail closed");
+    let status = client.verify_token(verify_req(token)).await.expect_err("fail closed");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let status = client
-        .revoke_token(by_token(&issued.token))
+        .revoke_token(by_token(token))
         .await
         .expect_err("not acknowledged");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -248,38 +221,24 @@ async fn redis_down_fails_closed_and_recovers(mode: RevocationCheck) {
     let (code, _) = http_get(server.admin_addr, "/healthz").await;
     assert_eq!(code, 200, "liveness does not depend on Redis");
     // A bad token is still a verdict, with no store involved.
-    let bad = client
-        .verify_token(VerifyTokenRequest {
-            token: "garbage".into(),
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(bad.verdict, Verdict::Malformed as i32);
+    assert_eq!(verdict(&mut client, "garbage").await, Verdict::Malformed);
 
     redis.restart();
-    eventually(
+    eventually_verify(
         Duration::from_secs(10),
         "verify serves again after Redis restarts",
-        || {
-            let mut c = client.clone();
-            let v = verify.clone();
-            async move { matches!(c.verify_token(v).await, Ok(r) if r.get_ref().verdict == Verdict::Valid as i32) }
-        },
+        &client,
+        token,
+        Ok(Verdict::Valid),
     )
     .await;
     // The mirror's own connection may be back before the command connection: poll the write.
     eventually(Duration::from_secs(10), "revocations are accepted again", || {
         let mut c = client.clone();
-        let req = by_token(&issued.token);
-        async move { matches!(c.revoke_token(req).await, Ok(r) if r.get_ref().newly_revoked) }
+        async move { matches!(c.revoke_token(by_token(token)).await, Ok(r) if r.get_ref().newly_revoked) }
     })
     .await;
-    assert_eq!(
-        client.verify_token(verify).await.unwrap().into_inner().verdict,
-        Verdict::Revoked as i32
-    );
+    assert_eq!(verdict(&mut client, token).await, Verdict::Revoked);
     server.shutdown().await;
 }
 

@@ -10,11 +10,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::rpc::{Client, by_token, issue, verify};
 use common::sentinel::SentinelSet;
-use common::{RevokdProcess, eventually, keys_dir, metric};
-use revokd::proto::v1::token_service_client::TokenServiceClient;
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
-use tonic::transport::Channel;
+use common::{RevokdProcess, eventually, keys_dir, metric, serve_args};
+use revokd::proto::v1::Verdict;
 
 /// What the load saw.
 #[derive(Default)]
@@ -27,21 +26,11 @@ struct Ledger {
     verifies: usize,
 }
 
-async fn revoke_loop(mut c: TokenServiceClient<Channel>, ledger: Arc<Mutex<Ledger>>, stop: Arc<tokio::sync::Notify>) {
+async fn revoke_loop(mut c: Client, ledger: Arc<Mutex<Ledger>>, stop: Arc<tokio::sync::Notify>) {
     loop {
-        let issued = c
-            .issue_token(IssueTokenRequest {
-                subject: "alice".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let issued = issue(&mut c, "alice").await;
         let revoked = tokio::select! {
-            r = c.revoke_token(RevokeTokenRequest {
-                target: Some(revoke_token_request::Target::Token(issued.token.clone())),
-                reason: "failover".into(),
-            }) => r,
+            r = c.revoke_token(by_token(&issued.token)) => r,
             _ = stop.notified() => return,
         };
         let mut l = ledger.lock().unwrap();
@@ -56,7 +45,7 @@ async fn revoke_loop(mut c: TokenServiceClient<Channel>, ledger: Arc<Mutex<Ledge
 }
 
 /// Verifies the latest acknowledged revocations over and over.
-async fn verify_loop(mut c: TokenServiceClient<Channel>, ledger: Arc<Mutex<Ledger>>, stop: Arc<tokio::sync::Notify>) {
+async fn verify_loop(mut c: Client, ledger: Arc<Mutex<Ledger>>, stop: Arc<tokio::sync::Notify>) {
     loop {
         let recent: Vec<String> = {
             let l = ledger.lock().unwrap();
@@ -64,14 +53,12 @@ async fn verify_loop(mut c: TokenServiceClient<Channel>, ledger: Arc<Mutex<Ledge
         };
         for token in recent {
             let verdict = tokio::select! {
-                r = c.verify_token(VerifyTokenRequest { token: token.clone(), audience: String::new() }) => r,
+                v = verify(&mut c, &token) => v,
                 _ = stop.notified() => return,
             };
             let mut l = ledger.lock().unwrap();
             l.verifies += 1;
-            if let Ok(r) = verdict
-                && r.into_inner().verdict == Verdict::Valid as i32
-            {
+            if verdict == Ok(Verdict::Valid) {
                 l.valid_after_revoke.push(token);
             }
         }
@@ -111,18 +98,11 @@ async fn failover_and_master_kill_lose_no_acknowledged_revocation() {
     set.fast_timing();
     let keys = keys_dir();
     let url = set.url();
-    let revokd = RevokdProcess::spawn(&[
-        "--keys-dir",
-        keys.path().to_str().unwrap(),
-        "--signing-kid",
-        "test-hs",
-        "--redis-url",
+    let revokd = RevokdProcess::spawn(&serve_args(
+        &keys,
         &url,
-        "--min-replica-acks",
-        "1",
-        "--store-timeout",
-        "500ms",
-    ]);
+        &["--min-replica-acks", "1", "--store-timeout", "500ms"],
+    ));
     revokd.wait_synced().await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));

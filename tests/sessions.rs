@@ -4,53 +4,37 @@
 
 mod common;
 
-use revokd::config::RevocationCheck;
-
 use std::time::Duration;
 
-use common::{RedisServer, RevokdProcess, TestServer, eventually, keys_dir, redis_cli};
-use revokd::proto::v1::token_service_client::TokenServiceClient;
-use revokd::proto::v1::{
-    IssueSessionRequest, IssueSessionResponse, IssueTokenRequest, RefreshSessionRequest, RevokeSessionRequest,
-    RevokeSubjectRequest, Verdict, VerifyTokenRequest, revoke_session_request,
-};
+use common::rpc::{issue, login, refresh, verdict, verify_req};
+use common::{RedisServer, RevokdProcess, TestServer, eventually, keys_dir, redis_cli, serve_args};
+use revokd::config::RevocationCheck;
+use revokd::proto::v1::{RevokeSessionRequest, RevokeSubjectRequest, Verdict, revoke_session_request};
 use tonic::Code;
-use tonic::transport::Channel;
 
-type Client = TokenServiceClient<Channel>;
+/// Runs `$body(redis: Option<&RedisServer>, mode: RevocationCheck)` as three
+/// tests, one a store: `$memory` (no Redis), `$redis` (Redis, with the
+/// revocation mirror), each with the test attribute given, and `$lookups`
+/// (Redis, a lookup each verify) on a multi-thread runtime.
+macro_rules! on_every_store {
+    (#[$test:meta] $body:ident: $memory:ident, $redis:ident, $lookups:ident) => {
+        #[$test]
+        async fn $memory() {
+            $body(None, RevocationCheck::Mirror).await;
+        }
 
-async fn login(c: &mut Client, subject: &str) -> IssueSessionResponse {
-    c.issue_session(IssueSessionRequest {
-        subject: subject.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
+        #[$test]
+        async fn $redis() {
+            let redis = RedisServer::start();
+            $body(Some(&redis), RevocationCheck::Mirror).await;
+        }
 
-async fn verdict(c: &mut Client, token: &str) -> Verdict {
-    let r = c
-        .verify_token(VerifyTokenRequest {
-            token: token.into(),
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    Verdict::try_from(r.verdict).unwrap()
-}
-
-async fn refresh(c: &mut Client, refresh_token: &str) -> Result<(String, String), Code> {
-    c.refresh_session(RefreshSessionRequest {
-        refresh_token: refresh_token.into(),
-    })
-    .await
-    .map(|r| {
-        let r = r.into_inner();
-        (r.access_token, r.refresh_token)
-    })
-    .map_err(|s| s.code())
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $lookups() {
+            let redis = RedisServer::start();
+            $body(Some(&redis), RevocationCheck::Redis).await;
+        }
+    };
 }
 
 async fn pairs_and_rotation(redis: Option<&RedisServer>, mode: RevocationCheck) {
@@ -58,14 +42,7 @@ async fn pairs_and_rotation(redis: Option<&RedisServer>, mode: RevocationCheck) 
     let mut c = server.client().await;
     let s = login(&mut c, "alice").await;
     assert_eq!(s.session_id.len(), 22);
-    let v = c
-        .verify_token(VerifyTokenRequest {
-            token: s.access_token.clone(),
-            audience: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let v = c.verify_token(verify_req(&s.access_token)).await.unwrap().into_inner();
     assert_eq!(v.verdict, Verdict::Valid as i32);
     assert_eq!(v.session_id, s.session_id);
     // Each token only where it belongs.
@@ -92,16 +69,13 @@ async fn pairs_and_rotation(redis: Option<&RedisServer>, mode: RevocationCheck) 
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn pairs_and_rotation_with_redis() {
-    let redis = RedisServer::start();
-    pairs_and_rotation(Some(&redis), RevocationCheck::Mirror).await;
-}
-
-#[tokio::test]
-async fn pairs_and_rotation_in_memory() {
-    pairs_and_rotation(None, RevocationCheck::Mirror).await;
-}
+on_every_store!(
+    #[tokio::test]
+    pairs_and_rotation:
+    pairs_and_rotation_in_memory,
+    pairs_and_rotation_with_redis,
+    pairs_and_rotation_with_redis_lookups
+);
 
 async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>, mode: RevocationCheck) {
     let server = TestServer::start_mode(redis, mode).await;
@@ -128,16 +102,13 @@ async fn concurrent_refreshes_yield_one_success(redis: Option<&RedisServer>, mod
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_refreshes_yield_one_success_with_redis() {
-    let redis = RedisServer::start();
-    concurrent_refreshes_yield_one_success(Some(&redis), RevocationCheck::Mirror).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_refreshes_yield_one_success_in_memory() {
-    concurrent_refreshes_yield_one_success(None, RevocationCheck::Mirror).await;
-}
+on_every_store!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_refreshes_yield_one_success:
+    concurrent_refreshes_yield_one_success_in_memory,
+    concurrent_refreshes_yield_one_success_with_redis,
+    concurrent_refreshes_yield_one_success_with_redis_lookups
+);
 
 #[tokio::test]
 async fn grace_window_retries_only_the_previous_token() {
@@ -206,14 +177,7 @@ async fn logout_of_one_session(redis: Option<&RedisServer>, mode: RevocationChec
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("session_id"), "{}", e.message());
-    let plain = c
-        .issue_token(IssueTokenRequest {
-            subject: "alice".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let plain = issue(&mut c, "alice").await;
     let e = c
         .revoke_session(RevokeSessionRequest {
             target: Some(revoke_session_request::Target::Token(plain.token)),
@@ -223,22 +187,21 @@ async fn logout_of_one_session(redis: Option<&RedisServer>, mode: RevocationChec
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "a token without sid names no session");
     server.shutdown().await;
+    if let (Some(redis), RevocationCheck::Mirror) = (redis, mode) {
+        // Cluster-friendly layout (checked on Redis with the mirror): the session's keys share a hash tag.
+        let keys = redis_cli(redis, &["--scan", "--pattern", "revokd:*"]);
+        assert!(keys.lines().any(|k| k.starts_with("revokd:sid:{")), "{keys}");
+        assert!(keys.lines().any(|k| k.starts_with("revokd:sess:{")), "{keys}");
+    }
 }
 
-#[tokio::test]
-async fn logout_of_one_session_with_redis() {
-    let redis = RedisServer::start();
-    logout_of_one_session(Some(&redis), RevocationCheck::Mirror).await;
-    // Cluster-friendly layout: the session's keys share a hash tag.
-    let keys = redis_cli(&redis, &["--scan", "--pattern", "revokd:*"]);
-    assert!(keys.lines().any(|k| k.starts_with("revokd:sid:{")), "{keys}");
-    assert!(keys.lines().any(|k| k.starts_with("revokd:sess:{")), "{keys}");
-}
-
-#[tokio::test]
-async fn logout_of_one_session_in_memory() {
-    logout_of_one_session(None, RevocationCheck::Mirror).await;
-}
+on_every_store!(
+    #[tokio::test]
+    logout_of_one_session:
+    logout_of_one_session_in_memory,
+    logout_of_one_session_with_redis,
+    logout_of_one_session_with_redis_lookups
+);
 
 async fn logout_everywhere(redis: Option<&RedisServer>, mode: RevocationCheck) {
     let server = TestServer::start_mode(redis, mode).await;
@@ -293,30 +256,20 @@ async fn logout_everywhere(redis: Option<&RedisServer>, mode: RevocationCheck) {
     server.shutdown().await;
 }
 
-#[tokio::test]
-async fn logout_everywhere_with_redis() {
-    let redis = RedisServer::start();
-    logout_everywhere(Some(&redis), RevocationCheck::Mirror).await;
-}
-
-#[tokio::test]
-async fn logout_everywhere_in_memory() {
-    logout_everywhere(None, RevocationCheck::Mirror).await;
-}
+on_every_store!(
+    #[tokio::test]
+    logout_everywhere:
+    logout_everywhere_in_memory,
+    logout_everywhere_with_redis,
+    logout_everywhere_with_redis_lookups
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_and_subject_revocations_reach_other_instances() {
     let redis = RedisServer::start();
     let keys = keys_dir();
     let url = redis.url();
-    let args = [
-        "--keys-dir",
-        keys.path().to_str().unwrap(),
-        "--signing-kid",
-        "test-hs",
-        "--redis-url",
-        &url,
-    ];
+    let args = serve_args(&keys, &url, &[]);
     let a = RevokdProcess::spawn(&args);
     let b = RevokdProcess::spawn(&args);
     a.wait_synced().await;
@@ -346,28 +299,4 @@ async fn session_and_subject_revocations_reach_other_instances() {
         })
         .await;
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pairs_and_rotation_with_redis_lookups() {
-    let redis = RedisServer::start();
-    pairs_and_rotation(Some(&redis), RevocationCheck::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_of_one_session_with_redis_lookups() {
-    let redis = RedisServer::start();
-    logout_of_one_session(Some(&redis), RevocationCheck::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_everywhere_with_redis_lookups() {
-    let redis = RedisServer::start();
-    logout_everywhere(Some(&redis), RevocationCheck::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_refreshes_yield_one_success_with_redis_lookups() {
-    let redis = RedisServer::start();
-    concurrent_refreshes_yield_one_success(Some(&redis), RevocationCheck::Redis).await;
 }

@@ -4,23 +4,10 @@ mod common;
 
 use revokd::config::RevocationCheck;
 
+use common::rpc::{revoke, verdict, verdict_for};
 use common::{RedisServer, TestServer, now, sign_hs};
-use revokd::proto::v1::{IssueTokenRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_token_request};
+use revokd::proto::v1::{IssueTokenRequest, Verdict, VerifyTokenRequest};
 use serde_json::json;
-
-async fn verdict(server: &TestServer, token: &str, audience: &str) -> Verdict {
-    let resp = server
-        .client()
-        .await
-        .verify_token(VerifyTokenRequest {
-            token: token.into(),
-            audience: audience.into(),
-        })
-        .await
-        .expect("verify is not an RPC error")
-        .into_inner();
-    Verdict::try_from(resp.verdict).unwrap()
-}
 
 fn claims(exp_offset: i64) -> serde_json::Value {
     let now = now();
@@ -69,25 +56,22 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
     assert_eq!(extra.get("role"), Some(&json!("admin")));
 
     // WRONG_AUDIENCE.
-    assert_eq!(verdict(&server, &issued.token, "billing").await, Verdict::WrongAudience);
+    assert_eq!(
+        verdict_for(&mut client, &issued.token, "billing").await,
+        Verdict::WrongAudience
+    );
 
     // REVOKED.
-    client
-        .revoke_token(RevokeTokenRequest {
-            target: Some(revoke_token_request::Target::Token(issued.token.clone())),
-            reason: "logout".into(),
-        })
-        .await
-        .unwrap();
-    assert_eq!(verdict(&server, &issued.token, "").await, Verdict::Revoked);
+    revoke(&mut client, &issued.token).await;
+    assert_eq!(verdict(&mut client, &issued.token).await, Verdict::Revoked);
 
     // EXPIRED: past exp by more than the 30 s leeway; within the leeway it is still valid.
     assert_eq!(
-        verdict(&server, &sign_hs(&claims(-31), Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&claims(-31), Some("test-hs"))).await,
         Verdict::Expired
     );
     assert_eq!(
-        verdict(&server, &sign_hs(&claims(-20), Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&claims(-20), Some("test-hs"))).await,
         Verdict::Valid
     );
 
@@ -95,7 +79,7 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
     let mut c = claims(600);
     c["nbf"] = json!(now() + 120);
     assert_eq!(
-        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&c, Some("test-hs"))).await,
         Verdict::NotYetValid
     );
 
@@ -103,17 +87,17 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
     let mut c = claims(600);
     c["iss"] = json!("someone-else");
     assert_eq!(
-        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&c, Some("test-hs"))).await,
         Verdict::WrongIssuer
     );
 
     // UNKNOWN_KEY: no kid, or a kid nobody has.
     assert_eq!(
-        verdict(&server, &sign_hs(&claims(600), None), "").await,
+        verdict(&mut client, &sign_hs(&claims(600), None)).await,
         Verdict::UnknownKey
     );
     assert_eq!(
-        verdict(&server, &sign_hs(&claims(600), Some("nope")), "").await,
+        verdict(&mut client, &sign_hs(&claims(600), Some("nope"))).await,
         Verdict::UnknownKey
     );
 
@@ -122,9 +106,9 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
     let (msg, sig) = good.rsplit_once('.').unwrap();
     let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
     let tampered = format!("{msg}.{flipped}{}", &sig[1..]);
-    assert_eq!(verdict(&server, &tampered, "").await, Verdict::BadSignature);
+    assert_eq!(verdict(&mut client, &tampered).await, Verdict::BadSignature);
     assert_eq!(
-        verdict(&server, &sign_hs(&claims(600), Some("test-ed")), "").await,
+        verdict(&mut client, &sign_hs(&claims(600), Some("test-ed"))).await,
         Verdict::BadSignature
     );
 
@@ -138,21 +122,21 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
         b64(json!({"alg": "none", "kid": "test-hs"})),
         b64(claims(600))
     );
-    assert_eq!(verdict(&server, &none, "").await, Verdict::BadSignature);
+    assert_eq!(verdict(&mut client, &none).await, Verdict::BadSignature);
 
     // MALFORMED: not a JWT, bad base64, missing jti, and above the size cap.
-    assert_eq!(verdict(&server, "not-a-token", "").await, Verdict::Malformed);
-    assert_eq!(verdict(&server, "a.b.c", "").await, Verdict::Malformed);
+    assert_eq!(verdict(&mut client, "not-a-token").await, Verdict::Malformed);
+    assert_eq!(verdict(&mut client, "a.b.c").await, Verdict::Malformed);
     let mut c = claims(600);
     c.as_object_mut().unwrap().remove("jti");
     assert_eq!(
-        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&c, Some("test-hs"))).await,
         Verdict::Malformed
     );
     let mut c = claims(600);
     c["pad"] = json!("x".repeat(9000));
     assert_eq!(
-        verdict(&server, &sign_hs(&c, Some("test-hs")), "").await,
+        verdict(&mut client, &sign_hs(&c, Some("test-hs"))).await,
         Verdict::Malformed
     );
 

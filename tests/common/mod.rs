@@ -1,15 +1,17 @@
 //! Test harness: a real `redis-server` on a free port, the real revokd server
 //! on port 0, and a real tonic client. Readiness is polled, never slept for.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod resp;
+pub mod rpc;
 pub mod sentinel;
 pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use revokd::config::ServeConfig;
@@ -326,16 +328,92 @@ pub fn metric(text: &str, sample: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
 }
 
-/// The real `revokd serve` binary as a child process; SIGTERMed and reaped on drop.
+/// The arguments of a `revokd serve` on the Redis at `url` with the test keys
+/// (HS256 `test-hs` signs), then `extra`.
+pub fn serve_args<'a>(keys: &'a tempfile::TempDir, url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "--keys-dir",
+        keys.path().to_str().unwrap(),
+        "--signing-kid",
+        "test-hs",
+        "--redis-url",
+        url,
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Log lines, shared between what writes them and the test reading them.
+#[derive(Clone, Default)]
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    /// Captures what `tracing` logs on this thread until the guard drops. An
+    /// in-process [`TestServer`] on a current-thread runtime (plain
+    /// `#[tokio::test]`) logs on the test's thread.
+    pub fn capture() -> (Log, tracing::subscriber::DefaultGuard) {
+        let log = Log::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn push(&self, line: String) {
+        self.0.lock().unwrap().push(line);
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Whether any line so far contains `needle`.
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
+
+/// Appends each write (the fmt subscriber writes one event at a time) as a line.
+struct LogWriter(Log);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.push(String::from_utf8_lossy(buf).trim_end().to_string());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The real `revokd serve` binary as a child process; SIGTERMed and reaped on
+/// drop, or by [`RevokdProcess::terminate`].
 pub struct RevokdProcess {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     child: Child,
+    /// Its log (JSON lines), with [`RevokdProcess::spawn_logged`].
+    log: Option<Log>,
+    /// The thread draining its stderr; done once it exited.
+    drain: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RevokdProcess {
     /// Starts `revokd serve` on port 0 with `args`; returns once it logged its addresses.
     pub fn spawn(args: &[&str]) -> Self {
+        Self::start(args, None)
+    }
+
+    /// [`RevokdProcess::spawn`], keeping every line it logs in [`RevokdProcess::log`].
+    pub fn spawn_logged(args: &[&str]) -> Self {
+        Self::start(args, Some(Log::default()))
+    }
+
+    fn start(args: &[&str], log: Option<Log>) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_revokd"))
             .args([
@@ -355,9 +433,16 @@ impl RevokdProcess {
             .spawn()
             .expect("spawn revokd");
         let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let keep = log.clone();
+        let keep_line = move |line: String| {
+            if let Some(log) = &keep {
+                log.push(line);
+            }
+        };
         let (grpc, admin) = loop {
             let line = lines.next().expect("revokd logs its addresses").unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+            keep_line(line);
             if v["message"] == "revokd serving" {
                 break (
                     v["grpc_addr"].as_str().unwrap().parse().unwrap(),
@@ -366,12 +451,20 @@ impl RevokdProcess {
             }
         };
         // Keep draining its log so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        let drain = std::thread::spawn(move || lines.map_while(Result::ok).for_each(keep_line));
         RevokdProcess {
             grpc_addr: grpc,
             admin_addr: admin,
             child,
+            log,
+            drain: Some(drain),
         }
+    }
+
+    /// Its log: with [`RevokdProcess::spawn_logged`], the lines so far, and
+    /// after [`RevokdProcess::terminate`] all of them.
+    pub fn log(&self) -> Log {
+        self.log.clone().expect("started with spawn_logged")
     }
 
     pub async fn client(&self) -> TokenServiceClient<Channel> {
@@ -391,13 +484,38 @@ impl RevokdProcess {
         })
         .await;
     }
+
+    /// `kill -TERM <pid>`.
+    fn sigterm(&self) -> std::io::Result<ExitStatus> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+    }
+
+    /// Sends SIGTERM, waits for it to exit and returns its exit status; its log
+    /// is read to the end by then. Waits on a blocking thread, so clients on
+    /// this runtime keep being served while it drains.
+    pub async fn terminate(mut self) -> ExitStatus {
+        tokio::task::spawn_blocking(move || {
+            let kill = self.sigterm().expect("kill runs");
+            assert!(kill.success(), "kill -TERM {}", self.child.id());
+            let status = self.child.wait().expect("revokd exits");
+            if let Some(drain) = self.drain.take() {
+                drain.join().expect("log drained");
+            }
+            status
+        })
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
 }
 
 impl Drop for RevokdProcess {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        // Not once reaped (terminate): the pid may be another process's by now.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.sigterm();
+        }
         let _ = self.child.wait();
     }
 }
