@@ -11,10 +11,15 @@ cargo build --release --locked --bin revokd >/dev/null 2>&1 || cargo build --rel
 bin=target/release/revokd
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+logs=$(mktemp -d)
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$logs"
+}
 trap cleanup EXIT
+# A free port for redis-server (revokd takes port 0 and logs what it got).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; }
+metric() { curl -s "http://$1/metrics" | awk -v m="$2" '$1 == m { print $2 }'; } # metric ADMIN_ADDR NAME
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 rport=$(free_port)
@@ -22,13 +27,22 @@ redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/nu
 pids+=($!)
 until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
 
-start_revokd() { # admin port -> pid
-  local aport=$1
-  $bin serve --grpc-addr 127.0.0.1:0 --admin-addr "127.0.0.1:$aport" \
-    --redis-url "redis://127.0.0.1:$rport" --log-format json >/dev/null 2>&1 &
-  echo $!
+# start_revokd NAME: revokd on ports the kernel picks; sets PID and ADMIN (its
+# admin address, from its "revokd serving" JSON log line).
+start_revokd() {
+  local log=$logs/$1.log addrs deadline=$((SECONDS + 30))
+  RUST_LOG="${RUST_LOG:-info},revokd::server=info" $bin serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+    --redis-url "redis://127.0.0.1:$rport" --log-format json >"$log" 2>&1 &
+  PID=$!
+  pids+=("$PID")
+  until addrs=$(python3 bench/stats.py serving-addrs "$log"); do
+    kill -0 "$PID" 2>/dev/null || { echo "revokd exited: $(tail -5 "$log")" >&2; exit 1; }
+    [ $SECONDS -lt $deadline ] || { echo "revokd did not log its addresses in 30 s" >&2; exit 1; }
+    sleep 0.05
+  done
+  ADMIN=${addrs#* }
 }
-wait_entries() { # admin port, expected entries
+wait_entries() { # admin address, expected entries
   local deadline=$((SECONDS + 300))
   until [ "$(metric "$1" revokd_mirror_synced)" = 1 ] && [ "$(metric "$1" revokd_mirror_entries)" = "$2" ]; do
     [ $SECONDS -lt $deadline ] || { echo "mirror did not reach $2 entries" >&2; exit 1; }
@@ -37,7 +51,7 @@ wait_entries() { # admin port, expected entries
 }
 
 # Baseline: the same binary and configuration, empty mirror.
-a0=$(free_port); p0=$(start_revokd "$a0"); pids+=("$p0")
+start_revokd empty; p0=$PID a0=$ADMIN
 wait_entries "$a0" 0
 empty=$(rss_kib "$p0")
 
@@ -55,7 +69,7 @@ for i in range(n):
 PY
 echo "keys in Redis: $(redis-cli -p "$rport" dbsize)"
 
-a1=$(free_port); p1=$(start_revokd "$a1"); pids+=("$p1")
+start_revokd loaded; p1=$PID a1=$ADMIN
 t0=$SECONDS
 wait_entries "$a1" "$N"
 loaded_in=$((SECONDS - t0))

@@ -11,9 +11,10 @@
 # compares two runs seconds apart. The table also goes to bench/out/results.md.
 # Method and recorded results: BENCHMARKS.md.
 #
-# Needs h2load (Debian nghttp2-client), redis-server, redis-cli and curl;
-# installs them with apt-get when missing and run as root. All traffic stays on
-# 127.0.0.1. Takes about 4 minutes after the build.
+# Needs h2load (Debian nghttp2-client), redis-server, redis-cli, curl and
+# python3 (bench/stats.py computes the statistics); installs them with apt-get
+# when missing and run as root. All traffic stays on 127.0.0.1. Takes about 4
+# minutes after the build.
 #
 # Tunables (environment): BENCH_CLIENTS (h2load -c, 4), BENCH_STREAMS (-m, 16),
 # BENCH_ROUNDS (baseline/case pairs per case, 5), BENCH_DURATION (seconds
@@ -50,6 +51,7 @@ command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     say "installing ${need_apt[*]}"
@@ -97,7 +99,7 @@ stop() { # stop PID: SIGTERM one process we started and wait for it
 }
 
 USED_PORTS=" "
-free_port() { # a loopback port nothing listens on (and we have not handed out)
+free_port() { # a loopback port nothing listens on (and we have not handed out), for redis-server
   local p
   for _ in $(seq 1 500); do
     p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
@@ -122,9 +124,11 @@ wait_for() { # wait_for WHAT PID COMMAND...: poll COMMAND until it succeeds (30 
   die "$what not ready after 30 s"
 }
 
-median() { # median NUMBER...
-  printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { printf "%.2f\n", NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
+# The statistics (medians, percentiles, ratios, CPU accounting, metric sums)
+# and the parsing of revokd's log: bench/stats.py, unit-tested by
+# bench/test_stats.py.
+stats() { python3 bench/stats.py "$@"; }
+median() { stats median "$@"; } # median NUMBER...: %.2f
 
 # ---- h2load ----------------------------------------------------------------
 H2LOAD_GRPC=(-H 'content-type: application/grpc' -H 'te: trailers')
@@ -160,17 +164,7 @@ h2_field() { # h2_field NAME req/s|succeeded|data
 # warm-up and whose end came after it (h2load records no status then); any
 # other status but 200 is a failure.
 percentiles() {
-  local n
-  n=$(awk -F'\t' -v inflight=$((CLIENTS * STREAMS)) '
-    FNR == 1 { boundary = 0 }
-    $2 == 0 { if (++boundary > inflight) bad++ } $2 != 200 && $2 != 0 { bad++ }
-    END { if (bad) exit 1; print NR }' "$@") ||
-    die "$*: requests with a status other than 200"
-  [ "$n" -gt 0 ] || die "$*: empty log"
-  cut -f3 "$@" | sort -n | awk -v n="$n" '
-    BEGIN { i50 = int((n * 50 + 99) / 100); i99 = int((n * 99 + 99) / 100) }
-    NR == i50 { p50 = $1 } NR == i99 { p99 = $1 }
-    END { printf "%.3f %.3f\n", p50 / 1000, p99 / 1000 }'
+  stats percentiles $((CLIENTS * STREAMS)) "$@" 2>"$WORK/stats.err" || die "$(cat "$WORK/stats.err")"
 }
 
 # The correctness check of a server before it is measured: a burst of requests
@@ -204,12 +198,11 @@ snap() { # sets SNAP_BUSY (all CPU time but idle) SNAP_OURS (this benchmark's) S
     fi
   done
   times >"$WORK/times" # this shell's finished children (h2load) count as ours
-  SNAP_OURS=$((ours + $(awk -v hz="$HZ" 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]); t += a[1] * 60 + a[2] } printf "%d", t * hz }' "$WORK/times")))
+  SNAP_OURS=$((ours + $(stats child-ticks "$HZ" "$WORK/times")))
   SNAP_T=$(date +%s.%N)
 }
 foreign_pct() { # foreign_pct BUSY OURS T: percent of all CPUs used by others between that snap and the last
-  awk -v b=$((SNAP_BUSY - $1)) -v o=$((SNAP_OURS - $2)) -v t0="$3" -v t1="$SNAP_T" -v hz="$HZ" -v ncpu="$NCPU" \
-    'BEGIN { f = (b - o) / ((t1 - t0) * hz * ncpu) * 100; printf "%.0f\n", f < 0 ? 0 : f }'
+  stats foreign-pct $((SNAP_BUSY - $1)) $((SNAP_OURS - $2)) "$3" "$SNAP_T" "$HZ" "$NCPU"
 }
 
 # max_run NAME URL BODY: one run at the maximum rate; sets R_RPS and R_FOREIGN
@@ -226,32 +219,14 @@ max_run() {
 
 # server_p99 BEFORE AFTER: revokd's own p99 time to a verdict between two
 # /metrics snapshots, as the upper bound (ms) of its histogram bucket.
-server_p99() {
-  awk '
-    FNR == 1 { f++ }
-    /^revokd_verify_duration_seconds_bucket\{/ {
-      le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
-      if (f == 1) { before[le] = $NF } else { after[le] = $NF; order[++n] = le }
-    }
-    END {
-      total = after["+Inf"] - before["+Inf"]
-      if (n == 0 || total <= 0) { print "n/a"; exit }
-      for (i = 1; i <= n; i++) {
-        le = order[i]
-        if (after[le] - before[le] >= 0.99 * total) {
-          if (le == "+Inf") { printf "> %.3f\n", order[i - 1] * 1000 } else { printf "<= %.3f\n", le * 1000 }
-          exit
-        }
-      }
-    }' "$1" "$2"
-}
+server_p99() { stats server-p99 "$1" "$2"; }
 
 # half_run NAME URL BODY MAX_RPS [server]: a run at half of MAX_RPS (h2load
 # --rps per client). Sets H_RPS H_P99, and S_P99 (revokd's own p99, from
 # its /metrics) with "server".
 half_run() {
   local name=$1 url=$2 body=$3 max=$4 server=${5:-} rps_each pct
-  rps_each=$(awk -v r="$max" -v c="$CLIENTS" 'BEGIN { x = int(r / 2 / c); print (x < 1 ? 1 : x) }')
+  rps_each=$(stats half-rate "$max" "$CLIENTS")
   [ -z "$server" ] || metrics >"$WORK/$name-before.prom"
   run_h2load "$name" "$url" "$body" -D "$DURATION" --warm-up-time "$WARMUP" --rps "$rps_each" --log-file "$WORK/$name.tsv"
   S_P99=-
@@ -274,8 +249,7 @@ REDIS_PID=$!
 wait_for redis "$REDIS_PID" redis-cli -p "$REDIS_PORT" ping
 # A realistic blocklist: REVOKED revoked jtis, alive for the whole run.
 now=$(date +%s)
-awk -v n="$REVOKED" -v exat=$((now + 3600)) \
-  'BEGIN { for (i = 0; i < n; i++) printf "SET revokd:jti:bench-revoked-%07d 1 EXAT %d\r\n", i, exat }' |
+stats redis-preload "$REVOKED" $((now + 3600)) |
   redis-cli -p "$REDIS_PORT" --pipe >"$OUT/redis-preload.txt"
 [ "$(redis-cli -p "$REDIS_PORT" dbsize)" = "$REVOKED" ] || die "Redis preload failed: $(cat "$OUT/redis-preload.txt")"
 
@@ -285,44 +259,43 @@ KEYS=$WORK/keys
 "$REVOKD" keygen --alg EdDSA --kid ed --out "$KEYS" >/dev/null
 
 # ---- revokd ----------------------------------------------------------------
-GRPC_PORT="" ADMIN_PORT="" REVOKD_PID=""
-start_revokd() { # start_revokd NAME FLAGS...
-  local name=$1
+GRPC_ADDR="" ADMIN_ADDR="" REVOKD_PID=""
+# start_revokd NAME FLAGS...: revokd on ports the kernel picks (port 0); its
+# addresses come from its "revokd serving" line (JSON log, which the
+# revokd::server=info directive keeps whatever RUST_LOG says).
+start_revokd() {
+  local name=$1 log=$OUT/revokd-$1.log
   shift
-  GRPC_PORT=$(free_port)
-  ADMIN_PORT=$(free_port)
-  "$REVOKD" serve --grpc-addr "127.0.0.1:$GRPC_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
-    --keys-dir "$KEYS" --redis-url "redis://127.0.0.1:$REDIS_PORT" "$@" >"$OUT/revokd-$name.log" 2>&1 &
+  RUST_LOG="$RUST_LOG,revokd::server=info" "$REVOKD" serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+    --log-format json --keys-dir "$KEYS" --redis-url "redis://127.0.0.1:$REDIS_PORT" "$@" >"$log" 2>&1 &
   REVOKD_PID=$!
   PIDS+=("$REVOKD_PID")
-  wait_for "revokd ($name)" "$REVOKD_PID" curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz"
+  wait_for "revokd ($name)" "$REVOKD_PID" stats serving-addrs "$log"
+  read -r GRPC_ADDR ADMIN_ADDR <<<"$(stats serving-addrs "$log")"
+  wait_for "revokd ($name)" "$REVOKD_PID" curl -fsS "http://$ADMIN_ADDR/readyz"
 }
 
-metrics() { curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics"; }
+metrics() { curl -fsS "http://$ADMIN_ADDR/metrics"; }
 mirror_synced() { metrics | grep -Eq '^revokd_mirror_synced(\{[^}]*\})? 1$'; }
 
 # metric_sum FILE NAME [LABEL_REGEX]: sum of the samples of NAME whose labels match
-metric_sum() {
-  awk -v name="$2" -v re="${3:-}" '
-    $1 ~ "^" name "(\\{|$)" && (re == "" || $1 ~ re) { s += $NF }
-    END { printf "%d\n", s }' "$1"
-}
+metric_sum() { stats metric-sum "$1" "$2" "${3:-}"; }
 metric_delta() { # metric_delta NAME [LABEL_REGEX]: between $WORK/$CASE-before.prom and -after.prom
   echo $(($(metric_sum "$WORK/$CASE-after.prom" "$@") - $(metric_sum "$WORK/$CASE-before.prom" "$@")))
 }
 
 issue_token() { # a token from the running revokd
   local json token
-  json=$("$REVOKD" token --addr "http://127.0.0.1:$GRPC_PORT" issue --subject bench --ttl 1h)
+  json=$("$REVOKD" token --addr "http://$GRPC_ADDR" issue --subject bench --ttl 1h)
   token=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$json")
   [ -n "$token" ] || die "no token in: $json"
   echo "$token"
 }
 
-grpc_verify_valid() { # grpc_verify_valid PORT TOKEN: one real gRPC call must answer VERDICT_VALID
+grpc_verify_valid() { # grpc_verify_valid ADDR TOKEN: one real gRPC call must answer VERDICT_VALID
   local json
-  json=$("$REVOKD" token --addr "http://127.0.0.1:$1" verify "$2") || die "VerifyToken on :$1 failed"
-  grep -q '"verdict":"VERDICT_VALID"' <<<"$json" || die "VerifyToken on :$1 answered $json"
+  json=$("$REVOKD" token --addr "http://$1" verify "$2") || die "VerifyToken on :${1##*:} failed"
+  grep -q '"verdict":"VERDICT_VALID"' <<<"$json" || die "VerifyToken on :${1##*:} answered $json"
 }
 
 # ---- the baseline ------------------------------------------------------------
@@ -339,7 +312,7 @@ wait_for baseline "$BASE_PID" grep -q . "$WORK/baseline.addr"
 BASE_ADDR=$(head -1 "$WORK/baseline.addr")
 BASE_URL="http://$BASE_ADDR/revokd.v1.TokenService/VerifyToken"
 say "baseline (bare tonic, no work) on $BASE_ADDR"
-grpc_verify_valid "${BASE_ADDR##*:}" "$BASE_TOKEN"
+grpc_verify_valid "$BASE_ADDR" "$BASE_TOKEN"
 check_burst baseline "$BASE_URL" "$WORK/baseline.body"
 # VerifyTokenResponse { verdict: VALID } is 2 bytes, 7 with the gRPC prefix.
 [ "$PER_ANSWER" = 7 ] || die "baseline: answers of $PER_ANSWER bytes, expected 7 (VERDICT_VALID)"
@@ -365,8 +338,8 @@ run_case() {
   local token url body="$WORK/$name.body" sent ratios=() cases=() bases=() logs=() pct
   token=$(issue_token)
   "$MAKEBODY" "$token" "$body" 2>/dev/null
-  grpc_verify_valid "$GRPC_PORT" "$token"
-  url="http://127.0.0.1:$GRPC_PORT/revokd.v1.TokenService/VerifyToken"
+  grpc_verify_valid "$GRPC_ADDR" "$token"
+  url="http://$GRPC_ADDR/revokd.v1.TokenService/VerifyToken"
   metrics >"$WORK/$name-before.prom"
   check_burst "$name" "$url" "$body"
   sent=$(($(h2_field "$name-one" succeeded) + $(h2_field "$name-check" succeeded)))
@@ -394,7 +367,7 @@ run_case() {
     ALL_BASE_LOGS+=("$WORK/baseline-before-$name-$attempt.tsv")
     cases+=("$R_RPS")
     logs+=("$WORK/$name-max-$attempt.tsv")
-    ratios+=("$(awk -v c="$R_RPS" -v b="$b_rps" 'BEGIN { printf "%.3f", c / b }')")
+    ratios+=("$(stats ratio "$R_RPS" "$b_rps")")
     say "$name round $r: baseline $b_rps req/s, $name $R_RPS req/s, ratio ${ratios[-1]} (others: $foreign% CPU)"
   done
   FOREIGN[$name]=$worst
@@ -402,7 +375,7 @@ run_case() {
   RPS[$name]=$(median "${cases[@]}")
   BRPS[$name]=$(median "${bases[@]}")
   RATIO[$name]=$(median "${ratios[@]}")
-  RATIOS[$name]=$(printf '%s\n' "${ratios[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }')
+  RATIOS[$name]=$(stats range 2 "${ratios[@]}")
   pct=$(percentiles "${logs[@]}")
   read -r P50["$name"] P99["$name"] <<<"$pct"
 
@@ -443,7 +416,7 @@ RPS[baseline]=$(median "${ALL_BASE_RPS[@]}")
 BRPS[baseline]=${RPS[baseline]}
 RATIO[baseline]=1.00
 FOREIGN[baseline]=$FOREIGN_ALL
-RATIOS[baseline]=$(printf '%s\n' "${ALL_BASE_RPS[@]}" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f-%.0f req/s", lo, hi }')
+RATIOS[baseline]="$(stats range 0 "${ALL_BASE_RPS[@]}") req/s"
 pct=$(percentiles "${ALL_BASE_LOGS[@]}")
 read -r "P50[baseline]" "P99[baseline]" <<<"$pct"
 half_run baseline-half "$BASE_URL" "$WORK/baseline.body" "${RPS[baseline]}"
@@ -456,14 +429,14 @@ row() { # row NAME LABEL MIN_RATIO(or -) CHECK_P99(yes|no)
   local name=$1 label=$2 min=$3 p99chk=$4 ratio_result=- p99_result=-
   if [ "$min" != - ]; then
     ratio_result=pass
-    awk -v r="${RATIO[$name]}" -v m="$min" 'BEGIN { exit !(r + 0 >= m + 0) }' || ratio_result=MISS
+    stats at-least "${RATIO[$name]}" "$min" || ratio_result=MISS
     ratio_result="$ratio_result (>= $min)"
   fi
   if [ "$p99chk" = yes ]; then
     p99_result=pass
-    awk -v p="${HP99[$name]}" 'BEGIN { exit !(p + 0 <= 1.0) }' || p99_result=MISS
+    stats at-most "${HP99[$name]}" 1.0 || p99_result=MISS
     case "${SP99[$name]}" in
-      "<= "*) awk -v p="${SP99[$name]#<= }" 'BEGIN { exit !(p + 0 <= 1.0) }' && p99_result="$p99_result / pass" || p99_result="$p99_result / MISS" ;;
+      "<= "*) stats at-most "${SP99[$name]#<= }" 1.0 && p99_result="$p99_result / pass" || p99_result="$p99_result / MISS" ;;
       *) p99_result="$p99_result / MISS" ;;
     esac
   fi
@@ -479,7 +452,7 @@ cpu() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -1; }
   echo
   echo "- date: $STARTED; measured in ${SECONDS}s; revokd at $REVISION"
   echo "- command: \`bench/run.sh\`: h2load -c $CLIENTS -m $STREAMS -t 1; per case $ROUNDS rounds of (baseline, case), each ${DURATION}s measured after ${WARMUP}s warm-up; medians; then ${DURATION}s at half the case's median rate (--rps per client = rate / 2 / $CLIENTS)"
-  echo "- machine: $(nproc) cores, $(cpu 'model name') (family $(cpu 'cpu family') model $(cpu model), $(cpu 'cpu MHz' | cut -d. -f1) MHz$(grep -qw hypervisor /proc/cpuinfo && echo ', virtual machine')), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), Linux $(uname -r), $(rustc --version), $(h2load --version | head -1), $(redis-server --version | cut -d' ' -f1-3)"
+  echo "- machine: $(nproc) cores, $(cpu 'model name') (family $(cpu 'cpu family') model $(cpu model), $(cpu 'cpu MHz' | cut -d. -f1) MHz$(grep -qw hypervisor /proc/cpuinfo && echo ', virtual machine')), $(stats mem-gib /proc/meminfo), Linux $(uname -r), $(rustc --version), $(h2load --version | head -1), $(redis-server --version | cut -d' ' -f1-3)"
   echo "- Redis holds $REVOKED revoked jtis; baseline = bare tonic server answering VERDICT_VALID with no work (bench/baseline.rs)"
   echo "- latency: h2load's time for request (client side, request sent to end of answer), from its per-request logs; revokd's own p99 is the upper bound of the bucket of its revokd_verify_duration_seconds histogram"
   echo

@@ -17,29 +17,18 @@ import yaml
 
 KUSTOMIZE_API = "kustomize.config.k8s.io/"
 
-# The metric names revokd exports (histograms also as _bucket/_sum/_count).
-KNOWN_METRICS = {
-    "revokd_verify_total",
-    "revokd_verify_duration_seconds",
-    "revokd_issue_total",
-    "revokd_revoke_total",
-    "revokd_grpc_requests_total",
-    "revokd_store_errors_total",
-    "revokd_store_up",
-    "revokd_mirror_entries",
-    "revokd_mirror_synced",
-    "revokd_mirror_last_resync_timestamp_seconds",
-    "revokd_mirror_staleness_seconds",
-    "revokd_mirror_stale_lookups_total",
-    "revokd_redis_master_switches_total",
-    "revokd_token_cache_hits_total",
-    "revokd_token_cache_misses_total",
-    "revokd_token_cache_evictions_total",
-    "revokd_token_cache_entries",
-    "revokd_revocation_propagation_seconds",
-    "revokd_build_info",
-}
-HISTOGRAMS = {"revokd_verify_duration_seconds", "revokd_revocation_propagation_seconds"}
+# The source that describes every metric revokd exports: the known names come
+# from its describe_counter!/describe_gauge!/describe_histogram! calls, so a new
+# metric cannot be forgotten here.
+METRICS_RS = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src", "metrics.rs"))
+DESCRIBE = re.compile(r'\bdescribe_(counter|gauge|histogram)!\s*\(\s*"(revokd_[a-z0-9_]+)"')
+
+
+def described_metrics(path=METRICS_RS):
+    """(names, histogram names) of the metrics src/metrics.rs describes."""
+    with open(path) as f:
+        found = DESCRIBE.findall(f.read())
+    return {name for _, name in found}, {name for kind, name in found if kind == "histogram"}
 
 # Env the revokd container must carry, with the value where it is fixed.
 SIDECAR_ENV = {
@@ -654,10 +643,12 @@ def cmd_dashboard(path, rules_out):
 def cmd_metric_names(*paths):
     """Every revokd_* name the rules, tests and dashboard use is one revokd
     exports."""
-    known = set(KNOWN_METRICS)
-    for h in HISTOGRAMS:
-        known |= {h + "_bucket", h + "_sum", h + "_count"}
+    names, histograms = described_metrics()
     errors = []
+    if not names:
+        errors.append(f"{METRICS_RS}: no describe_counter!/describe_gauge!/describe_histogram!(\"revokd_...\") found")
+    # Histograms are exported as _bucket/_sum/_count series.
+    known = names | {h + suffix for h in histograms for suffix in ("_bucket", "_sum", "_count")}
     for path in paths:
         with open(path) as f:
             text = f.read()
