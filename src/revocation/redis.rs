@@ -77,7 +77,7 @@ impl std::fmt::Debug for RedisStore {
 
 /// A RESP3 client of `target` as revokd uses them: retries forever in the
 /// background (also when Redis is down at start, with backoff from 20 ms to
-/// 1 s), every command bounded by `timeout`, and a command in flight when the
+/// 250 ms), every command bounded by `timeout`, and a command in flight when the
 /// socket drops fails instead of being replayed later. `tune` adjusts the
 /// connection settings further.
 pub fn client(
@@ -102,7 +102,7 @@ pub fn client(
             p.default_command_timeout = timeout;
             p.broadcast_channel_capacity = event_capacity;
         })
-        .set_policy(ReconnectPolicy::new_exponential(0, 20, 1_000, 2))
+        .set_policy(ReconnectPolicy::new_exponential(0, 20, 250, 2))
         .build()
         .map_err(|e| StoreError::Unavailable(e.to_string()))
 }

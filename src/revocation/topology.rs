@@ -392,7 +392,7 @@ impl SentinelWatch {
                     c.max_command_attempts = 1;
                 })
                 .with_performance_config(|p| p.default_command_timeout = timeout)
-                .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 20, 1_000, 2));
+                .set_policy(fred::types::config::ReconnectPolicy::new_exponential(0, 20, 250, 2));
             let client = builder
                 .build_sentinel_client()
                 .map_err(|e| err(format!("sentinel {host}:{port}: {e}")))?;
