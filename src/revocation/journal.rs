@@ -61,9 +61,20 @@ pub struct AckJournal {
 struct Inner {
     order: VecDeque<(Instant, Acked)>,
     /// id -> (latest expiry, how many records of it are queued).
-    ids: HashMap<(RevocationKind, String), (i64, usize)>,
+    /// One map per kind, so a verify looks an id up by `&str` without allocating.
+    jtis: HashMap<String, (i64, usize)>,
+    sids: HashMap<String, (i64, usize)>,
     /// subject -> (latest "revoked before", how many records of it are queued).
     subjects: HashMap<String, (i64, usize)>,
+}
+
+impl Inner {
+    fn ids_mut(&mut self, kind: RevocationKind) -> &mut HashMap<String, (i64, usize)> {
+        match kind {
+            RevocationKind::Jti => &mut self.jtis,
+            RevocationKind::Session => &mut self.sids,
+        }
+    }
 }
 
 /// Raises a slot to `value` and counts one more record of it.
@@ -84,7 +95,7 @@ impl AckJournal {
         let now = Instant::now();
         let mut j = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         match &acked {
-            Acked::Id { kind, id, until } => add(j.ids.entry((*kind, id.clone())).or_insert((*until, 0)), *until),
+            Acked::Id { kind, id, until } => add(j.ids_mut(*kind).entry(id.clone()).or_insert((*until, 0)), *until),
             Acked::Subject { subject, before_us, .. } => {
                 add(j.subjects.entry(subject.clone()).or_insert((*before_us, 0)), *before_us)
             }
@@ -95,9 +106,9 @@ impl AckJournal {
             // Forget it from the index once no record of it is queued.
             match old {
                 Acked::Id { kind, id, .. } => {
-                    let key = (kind, id);
-                    if j.ids.get_mut(&key).is_none_or(release) {
-                        j.ids.remove(&key);
+                    let ids = j.ids_mut(kind);
+                    if ids.get_mut(&id).is_none_or(release) {
+                        ids.remove(&id);
                     }
                 }
                 Acked::Subject { subject, .. } => {
@@ -116,9 +127,8 @@ impl AckJournal {
             return false;
         }
         let live = |slot: Option<&(i64, usize)>| slot.is_some_and(|(until, _)| *until > q.now);
-        live(j.ids.get(&(RevocationKind::Jti, q.jti.to_owned())))
-            || q.session_id
-                .is_some_and(|s| live(j.ids.get(&(RevocationKind::Session, s.to_owned()))))
+        live(j.jtis.get(q.jti))
+            || q.session_id.is_some_and(|s| live(j.sids.get(s)))
             || j.subjects
                 .get(q.subject)
                 .is_some_and(|(before, _)| q.covered_by_subject(*before))
