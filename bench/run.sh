@@ -22,7 +22,9 @@
 # preloaded into Redis, 10000), BENCH_MAX_FOREIGN (a round during which other
 # processes or steal took more than this % of the CPU is run again, 10),
 # BENCH_RETRIES (at most this many such reruns, 4), BENCH_STRICT=1 (exit 1
-# when a target is missed).
+# when a target is missed), BENCH_CLUSTER=1 (also the mirror and lookup cases
+# on a local 6-node Redis Cluster, 3 primaries and 3 replicas: about 2 minutes
+# more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,7 @@ REVOKED=${BENCH_REVOKED:-10000}
 STRICT=${BENCH_STRICT:-0}
 MAX_FOREIGN=${BENCH_MAX_FOREIGN:-10}
 RETRIES=${BENCH_RETRIES:-4}
+CLUSTER=${BENCH_CLUSTER:-0}
 OUT=bench/out
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 export RUST_LOG=${RUST_LOG:-info}
@@ -247,6 +250,7 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
 PIDS+=($!)
 REDIS_PID=$!
 wait_for redis "$REDIS_PID" redis-cli -p "$REDIS_PORT" ping
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 # A realistic blocklist: REVOKED revoked jtis, alive for the whole run.
 now=$(date +%s)
 stats redis-preload "$REVOKED" $((now + 3600)) |
@@ -267,7 +271,7 @@ start_revokd() {
   local name=$1 log=$OUT/revokd-$1.log
   shift
   RUST_LOG="$RUST_LOG,revokd::server=info" "$REVOKD" serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
-    --log-format json --keys-dir "$KEYS" --redis-url "redis://127.0.0.1:$REDIS_PORT" "$@" >"$log" 2>&1 &
+    --log-format json --keys-dir "$KEYS" --redis-url "$REDIS_URL" "$@" >"$log" 2>&1 &
   REVOKD_PID=$!
   PIDS+=("$REVOKD_PID")
   wait_for "revokd ($name)" "$REVOKD_PID" stats serving-addrs "$log"
@@ -411,6 +415,32 @@ run_case unique-hs256 hs none --revocation-check mirror --token-cache-size 0
 run_case unique-eddsa ed none --revocation-check mirror --token-cache-size 0
 run_case redis-repeated hs hits --revocation-check redis
 
+# ---- Redis Cluster (BENCH_CLUSTER=1) ------------------------------------------
+if [ "$CLUSTER" = 1 ]; then
+  # Six nodes, each port and its bus port (+10000) free; the same recipe as tests/common/cluster.rs.
+  CPORTS=()
+  while [ ${#CPORTS[@]} -lt 6 ]; do
+    p=$(free_port)
+    [ "$p" -lt 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((p + 10000))") 2>/dev/null && CPORTS+=("$p")
+  done
+  for p in "${CPORTS[@]}"; do
+    mkdir -p "$WORK/cluster-$p"
+    redis-server --bind 127.0.0.1 --port "$p" --cluster-enabled yes --cluster-config-file "$WORK/cluster-$p/nodes.conf" \
+      --cluster-node-timeout 1000 --save '' --appendonly no --dir "$WORK/cluster-$p" \
+      --logfile "$PWD/$OUT/redis-cluster-$p.log" --daemonize no &
+    PIDS+=($!)
+    wait_for "cluster node $p" $! redis-cli -p "$p" ping
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CPORTS[@]}") --cluster-replicas 1 --cluster-yes >"$OUT/redis-cluster-create.txt"
+  cluster_ok() { for p in "${CPORTS[@]}"; do redis-cli -p "$p" cluster info | grep -q 'cluster_state:ok' || return 1; done; }
+  wait_for "redis cluster" "${PIDS[-1]}" cluster_ok
+  REDIS_URL="redis-cluster://127.0.0.1:${CPORTS[0]},127.0.0.1:${CPORTS[1]},127.0.0.1:${CPORTS[2]}"
+  say "redis cluster on ${CPORTS[*]}"
+  run_case cluster-repeated hs hits --revocation-check mirror
+  run_case cluster-unique-hs256 hs none --revocation-check mirror --token-cache-size 0
+  run_case cluster-redis-repeated hs hits --revocation-check redis
+fi
+
 # The baseline's own row: every baseline run of the cases above, and its half rate.
 RPS[baseline]=$(median "${ALL_BASE_RPS[@]}")
 BRPS[baseline]=${RPS[baseline]}
@@ -464,6 +494,11 @@ cpu() { sed -n "s/^$1[[:space:]]*: //p" /proc/cpuinfo | head -1; }
   row unique-hs256 "unique HS256 tokens (cache off, mirror)" 0.70 yes
   row unique-eddsa "unique EdDSA tokens (cache off, mirror)" 0.28 yes
   row redis-repeated "repeated HS256 token, --revocation-check redis" - yes
+  if [ "$CLUSTER" = 1 ]; then
+    row cluster-repeated "Redis Cluster (3+3): repeated HS256 token (cache on, mirror)" 0.80 yes
+    row cluster-unique-hs256 "Redis Cluster: unique HS256 tokens (cache off, mirror)" 0.70 yes
+    row cluster-redis-repeated "Redis Cluster: repeated HS256 token, --revocation-check redis" - yes
+  fi
 } >"$OUT/results.md"
 cat "$OUT/results.md"
 say "written to $OUT/results.md (h2load reports, revokd logs and metrics beside it)"

@@ -1,6 +1,7 @@
 //! The admin HTTP listener: `/healthz` (the process is alive; never depends on
 //! Redis, so kubelet does not restart revokd for a Redis outage), `/readyz`
-//! (the store answers and keys are loaded), `/metrics` (Prometheus) and
+//! (verifies can be answered: the mirror is fresh, or the store answers, on
+//! a Redis Cluster every primary), `/metrics` (Prometheus) and
 //! `/.well-known/jwks.json` (the public keys).
 
 use std::sync::Arc;

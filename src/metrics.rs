@@ -87,6 +87,14 @@ fn describe() {
         "Verifies answered by a Redis lookup because the mirror was not fresher than --max-staleness."
     );
     describe_counter!(
+        "revokd_mirror_resyncs_total",
+        "Times a Redis node's part of the mirror was rebuilt (tracking re-armed and the node rescanned), by cause."
+    );
+    describe_gauge!(
+        "revokd_store_nodes",
+        "Redis nodes revokd follows, by role (primary or replica)."
+    );
+    describe_counter!(
         "revokd_redis_master_switches_total",
         "Redis master changes reported by Sentinel and followed."
     );
@@ -234,6 +242,17 @@ impl Metrics {
     pub fn mirror_stale_lookup(&self) {
         // Registered on first use: the series exists only where a mirror runs.
         counter!("revokd_mirror_stale_lookups_total").increment(1);
+    }
+
+    /// Counts a node's part of the mirror being rebuilt, by why.
+    pub fn mirror_resync(&self, cause: &'static str) {
+        counter!("revokd_mirror_resyncs_total", "cause" => cause).increment(1);
+    }
+
+    /// How many Redis nodes revokd follows, per role.
+    pub fn store_nodes(&self, primaries: usize, replicas: usize) {
+        gauge!("revokd_store_nodes", "role" => "primary").set(primaries as f64);
+        gauge!("revokd_store_nodes", "role" => "replica").set(replicas as f64);
     }
 
     /// Counts a Sentinel master switch followed.

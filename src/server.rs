@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use fred::interfaces::ClientLike;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
@@ -19,8 +20,11 @@ use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
 use crate::revocation::RevocationStore;
+use crate::revocation::cluster::ClusterWatch;
 use crate::revocation::memory::MemoryStore;
-use crate::revocation::mirror::{MirrorSync, MirroredStore, RevocationMirror, SyncTasks};
+use crate::revocation::mirror::{
+    AllNodes, ClusterMirror, MirrorSync, MirroredStore, RevocationMirror, Shared, SyncTasks,
+};
 use crate::revocation::redis::RedisStore;
 use crate::revocation::topology::{RedisTarget, SentinelWatch};
 use crate::service::TokenGrpcService;
@@ -143,6 +147,47 @@ async fn connect_redis(
     let mut clients = redis.clients();
     let gate = redis.write_gate();
     let mut background = Background::default();
+    // Layout polls and heartbeats share one period.
+    let heartbeat_every = (config.max_staleness / 5).max(Duration::from_millis(20));
+    if target.is_cluster() {
+        let reader = crate::revocation::redis::client(target, config.store_timeout, 64, |_| {})?;
+        let _task = reader.connect();
+        let _ = tokio::time::timeout(config.store_timeout, reader.wait_for_connect()).await;
+        clients.push(reader.clone());
+        let watch = ClusterWatch::start(
+            redis.reader(),
+            clients,
+            target.uses_tls(),
+            heartbeat_every,
+            metrics.clone(),
+        );
+        let store: Arc<dyn RevocationStore> = match config.revocation_check {
+            RevocationCheck::Redis => redis,
+            RevocationCheck::Mirror => {
+                let mirror = Arc::new(RevocationMirror::new());
+                let shared = Shared::new(
+                    mirror.clone(),
+                    &config.key_prefix,
+                    config.store_timeout,
+                    config.max_staleness,
+                    metrics.clone(),
+                );
+                let (cluster, tasks) =
+                    ClusterMirror::start(target, shared, reader, mirror.clone(), watch.layouts(), metrics.clone());
+                background.mirror = Some(tasks);
+                Arc::new(MirroredStore::new(
+                    redis,
+                    mirror,
+                    cluster,
+                    config.max_staleness,
+                    metrics.clone(),
+                ))
+            }
+        };
+        background.cluster = Some(watch);
+        return Ok((store, background));
+    }
+    metrics.store_nodes(1, 0);
     let store: Arc<dyn RevocationStore> = match config.revocation_check {
         RevocationCheck::Redis => redis,
         RevocationCheck::Mirror => {
@@ -160,7 +205,7 @@ async fn connect_redis(
             Arc::new(MirroredStore::new(
                 redis,
                 mirror,
-                vec![sync.node()],
+                Arc::new(AllNodes(vec![sync.node()])),
                 config.max_staleness,
                 metrics.clone(),
             ))
@@ -170,7 +215,7 @@ async fn connect_redis(
         target,
         clients,
         gate,
-        (config.max_staleness / 5).max(Duration::from_millis(20)),
+        heartbeat_every,
         config.store_timeout,
         metrics.clone(),
     )
@@ -207,6 +252,7 @@ impl std::fmt::Debug for Server {
 struct Background {
     mirror: Option<SyncTasks>,
     sentinel: Option<SentinelWatch>,
+    cluster: Option<ClusterWatch>,
 }
 
 impl Server {

@@ -1,8 +1,9 @@
 //! Where revocations live: the [`RevocationStore`] trait and its
 //! implementations: Redis ([`redis::RedisStore`]), Redis answered from a
 //! push-synced in-process mirror ([`mirror::MirroredStore`]), and in-process
-//! memory ([`memory::MemoryStore`]). Which Redis (one node or Sentinel, TLS)
-//! is [`topology`]'s concern.
+//! memory ([`memory::MemoryStore`]). Which Redis (one node, Sentinel or
+//! Cluster, TLS) is [`topology`]'s concern; a cluster's layout is followed by
+//! [`cluster`], and [`slots`] says which node holds a key.
 //!
 //! Three kinds of revocation, each kept until an absolute expiry after which
 //! every token it could match is dead anyway:
@@ -13,10 +14,12 @@
 //!
 //! Refresh-token rotation needs one atomic step: [`RevocationStore::rotate_refresh`].
 
+pub mod cluster;
 pub mod journal;
 pub mod memory;
 pub mod mirror;
 pub mod redis;
+pub mod slots;
 pub mod topology;
 
 use crate::error::StoreError;

@@ -13,7 +13,9 @@
 //!
 //! The client reconnects on its own. While it is disconnected every command
 //! fails at once (or after the store timeout) with
-//! [`StoreError::Unavailable`]: revokd fails closed and never guesses.
+//! [`StoreError::Unavailable`]: revokd fails closed and never guesses. On a
+//! Redis Cluster every command goes to its key's node and fails on its own:
+//! one shard down makes only the calls that touch it UNAVAILABLE.
 //!
 //! **Durable acknowledgements.** With `--min-replica-acks N`, every write
 //! that revokes (token, session, subject, a rotation and its reuse detection)
@@ -50,6 +52,8 @@ pub struct RedisStore {
     writer: Client,
     /// `--min-replica-acks`.
     min_replica_acks: i64,
+    /// A Redis Cluster: errors are per command, not per client.
+    cluster: bool,
     /// Closed while Sentinel reports a master change the clients have not followed yet.
     gate: Arc<WriteGate>,
     prefix: String,
@@ -175,6 +179,7 @@ impl RedisStore {
             client,
             writer,
             min_replica_acks: i64::from(min_replica_acks),
+            cluster: target.is_cluster(),
             gate: Arc::new(WriteGate::default()),
             prefix: prefix.to_owned(),
             options: Options {
@@ -206,21 +211,24 @@ impl RedisStore {
             return Ok(0);
         }
         self.check_writable()?;
+        // On a cluster each write waits for its own node's replicas.
+        let wait_each = self.cluster && self.min_replica_acks > 0;
         for chunk in entries.chunks(500) {
             let pipeline = self.writer.with_options(&self.options).pipeline();
             for a in chunk {
-                match a {
+                let key = match a {
                     Acked::Id { kind, id, until } => {
                         let key = self.key(id_key_kind(*kind), id);
                         let _: () = pipeline
                             .set(
-                                key,
+                                key.as_str(),
                                 now_ms(),
                                 Some(Expiration::EXAT(*until)),
                                 Some(SetOptions::NX),
                                 false,
                             )
                             .await?;
+                        key
                     }
                     Acked::Subject {
                         subject,
@@ -232,17 +240,33 @@ impl RedisStore {
                         let _: () = pipeline
                             .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), args)
                             .await?;
+                        key
                     }
+                };
+                if wait_each {
+                    let _: () = pipeline
+                        .custom(self.wait_cmd(&key), vec![self.min_replica_acks, self.wait_ms()])
+                        .await?;
                 }
             }
-            let _: Vec<Value> = pipeline.all().await?;
+            let replies: Vec<Value> = pipeline.all().await?;
+            if wait_each
+                && replies
+                    .iter()
+                    .skip(1)
+                    .step_by(2)
+                    .any(|v| v.as_i64().unwrap_or(0) < self.min_replica_acks)
+            {
+                return Err(StoreError::Unavailable(
+                    "replayed revocations not acknowledged by enough replicas".into(),
+                ));
+            }
         }
-        if self.min_replica_acks > 0 {
-            let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
+        if self.min_replica_acks > 0 && !self.cluster {
             let acked: i64 = self
                 .writer
                 .with_options(&self.options)
-                .wait(self.min_replica_acks, (timeout.as_millis() as i64 * 3 / 4).max(1))
+                .wait(self.min_replica_acks, self.wait_ms())
                 .await?;
             if acked < self.min_replica_acks {
                 return Err(StoreError::Unavailable(format!(
@@ -253,12 +277,31 @@ impl RedisStore {
         Ok(entries.len())
     }
 
+    /// How long a `WAIT` may block: within the store timeout.
+    fn wait_ms(&self) -> i64 {
+        let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
+        (timeout.as_millis() as i64 * 3 / 4).max(1)
+    }
+
+    /// `WAIT`, sent to the node of `key` (on a cluster, the node that took the write).
+    fn wait_cmd(&self, key: &str) -> fred::types::CustomCommand {
+        cmd!(
+            "WAIT",
+            hash: fred::types::ClusterHash::Custom(crate::revocation::slots::slot_of_key(key))
+        )
+    }
+
     /// The key of a revocation or of session state.
     pub fn key(&self, kind: KeyKind, id: &str) -> String {
         key(&self.prefix, kind, id)
     }
 
-    /// The clients that must follow a Sentinel master switch.
+    /// The client verifies and reads use.
+    pub fn reader(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// The clients that must follow a Sentinel master switch (or a cluster's layout).
     pub fn clients(&self) -> Vec<Client> {
         let mut clients = vec![self.client.clone()];
         if self.min_replica_acks > 0 {
@@ -290,11 +333,18 @@ impl RedisStore {
     async fn write(&self, write: Write<'_>) -> Result<Value, StoreError> {
         self.check_writable()?;
         let pipeline = self.writer.with_options(&self.options).pipeline();
-        match write {
+        let routed_by = match write {
             Write::SetNx { key, value, until } => {
                 let _: () = pipeline
-                    .set(key, value, Some(Expiration::EXAT(until)), Some(SetOptions::NX), false)
+                    .set(
+                        key.as_str(),
+                        value,
+                        Some(Expiration::EXAT(until)),
+                        Some(SetOptions::NX),
+                        false,
+                    )
                     .await?;
+                key
             }
             Write::Eval { script, keys, args } => {
                 let _: () = pipeline
@@ -303,17 +353,19 @@ impl RedisStore {
                         eval_args(script, keys, args),
                     )
                     .await?;
+                keys.first().map(|k| k.to_string()).unwrap_or_default()
             }
-        }
+        };
         if self.min_replica_acks == 0 {
             let mut replies: Vec<Value> = pipeline.all().await?;
             return Ok(replies.pop().unwrap_or(Value::Null));
         }
         // WAIT in the same pipeline, so on the same connection as the write: on
-        // another connection it would wait for nothing.
-        let timeout = self.options.timeout.unwrap_or(Duration::from_secs(1));
-        let wait_ms = (timeout.as_millis() as i64 * 3 / 4).max(1);
-        let _: () = pipeline.wait(self.min_replica_acks, wait_ms).await?;
+        // another connection (or node) it would wait for nothing.
+        let wait_ms = self.wait_ms();
+        let _: () = pipeline
+            .custom(self.wait_cmd(&routed_by), vec![self.min_replica_acks, wait_ms])
+            .await?;
         // try_all: a failed write must not be hidden behind WAIT's reply.
         let mut replies = pipeline.try_all::<Value>().await;
         let acked = match replies.pop() {
@@ -337,6 +389,10 @@ impl RedisStore {
     }
 
     fn check_connected(&self) -> Result<(), StoreError> {
+        if self.cluster {
+            // One node down must not fail the others' commands: each fails on its own.
+            return Ok(());
+        }
         let dropped = self.dropped_at_ms.load(Ordering::SeqCst);
         if dropped == 0 || (now_ms() - dropped > STALE_DROP_MS && self.client.is_connected()) {
             Ok(())
@@ -594,6 +650,28 @@ impl RevocationStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.check_connected()?;
+        if self.cluster {
+            // Every primary must answer.
+            use fred::interfaces::ClusterInterface;
+            let primaries = self
+                .client
+                .cached_cluster_state()
+                .map(|s| s.unique_primary_nodes())
+                .unwrap_or_default();
+            if primaries.is_empty() {
+                return Err(StoreError::Unavailable("no redis cluster layout yet".into()));
+            }
+            for node in primaries {
+                let name = node.to_string();
+                let options = Options {
+                    cluster_node: Some(node),
+                    ..self.options.clone()
+                };
+                let pong: Result<String, _> = self.client.with_options(&options).ping(None).await;
+                pong.map_err(|e| StoreError::Unavailable(format!("redis node {name}: {e}")))?;
+            }
+            return Ok(());
+        }
         let _: String = self.client.with_options(&self.options).ping(None).await?;
         Ok(())
     }

@@ -1,5 +1,7 @@
-//! Where Redis is: one node (`redis://`, `rediss://`) or a master found
-//! through Sentinel (`redis-sentinel://`, `rediss-sentinel://`), with TLS
+//! Where Redis is: one node (`redis://`, `rediss://`), a master found
+//! through Sentinel (`redis-sentinel://`, `rediss-sentinel://`) or a Redis
+//! Cluster reached through seed nodes (`redis-cluster://`, `rediss-cluster://`;
+//! the cluster's own layout is followed by [`super::cluster`]), with TLS
 //! verified against a CA file or the system roots, and the password from the
 //! URL or `REVOKD_REDIS_PASSWORD`. [`RedisTarget`] is parsed once at start
 //! (a bad URL is a configuration error, exit 64) and builds every fred client
@@ -49,6 +51,11 @@ pub enum Nodes {
         host: String,
         /// Port.
         port: u16,
+    },
+    /// Seed nodes of a Redis Cluster (any nodes; the rest is discovered).
+    Cluster {
+        /// Seed `(host, port)` pairs.
+        seeds: Vec<(String, u16)>,
     },
     /// The sentinels that know the master of `service`.
     Sentinel {
@@ -118,6 +125,17 @@ fn parse_host_port(s: &str, default_port: u16) -> Result<(String, u16), TargetEr
     Ok((host.to_owned(), port))
 }
 
+/// The schemes `--redis-url` accepts.
+const SCHEMES: &str =
+    "redis://, rediss://, redis-sentinel://, rediss-sentinel://, redis-cluster:// or rediss-cluster://";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Single,
+    Sentinel,
+    Cluster,
+}
+
 impl RedisTarget {
     /// Parses `url`. `password` (from `REVOKD_REDIS_PASSWORD`) is used when the
     /// URL carries none; `ca_file` is only valid with a `rediss` scheme.
@@ -129,17 +147,15 @@ impl RedisTarget {
     ) -> Result<Self, TargetError> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| err("expected redis://, rediss://, redis-sentinel:// or rediss-sentinel://"))?;
-        let (tls, sentinel) = match scheme {
-            "redis" => (false, false),
-            "rediss" => (true, false),
-            "redis-sentinel" => (false, true),
-            "rediss-sentinel" => (true, true),
-            other => {
-                return Err(err(format!(
-                    "unknown scheme {other:?}: expected redis://, rediss://, redis-sentinel:// or rediss-sentinel://"
-                )));
-            }
+            .ok_or_else(|| err(format!("expected {SCHEMES}")))?;
+        let (tls, kind) = match scheme {
+            "redis" => (false, Kind::Single),
+            "rediss" => (true, Kind::Single),
+            "redis-sentinel" => (false, Kind::Sentinel),
+            "rediss-sentinel" => (true, Kind::Sentinel),
+            "redis-cluster" => (false, Kind::Cluster),
+            "rediss-cluster" => (true, Kind::Cluster),
+            other => return Err(err(format!("unknown scheme {other:?}: expected {SCHEMES}"))),
         };
         if rest.contains('?') {
             return Err(err("query parameters are not supported"));
@@ -161,7 +177,18 @@ impl RedisTarget {
             Some((h, p)) => (h, p),
             None => (rest, ""),
         };
-        let (nodes, database) = if sentinel {
+        let (nodes, database) = if kind == Kind::Cluster {
+            if !path.trim_end_matches('/').is_empty() {
+                return Err(err(
+                    "a Redis Cluster has no databases: redis-cluster://HOST:PORT[,HOST:PORT...]",
+                ));
+            }
+            let seeds = hosts
+                .split(',')
+                .map(|h| parse_host_port(h, 6379))
+                .collect::<Result<Vec<_>, _>>()?;
+            (Nodes::Cluster { seeds }, None)
+        } else if kind == Kind::Sentinel {
             let sentinels = hosts
                 .split(',')
                 .map(|h| parse_host_port(h, 26379))
@@ -182,7 +209,7 @@ impl RedisTarget {
         } else {
             if hosts.contains(',') {
                 return Err(err(
-                    "several hosts need redis-sentinel:// (or, later, redis-cluster://)",
+                    "several hosts need redis-sentinel://HOSTS/SERVICE or redis-cluster://HOSTS",
                 ));
             }
             let (host, port) = parse_host_port(hosts, 6379)?;
@@ -193,7 +220,9 @@ impl RedisTarget {
             (Nodes::Single { host, port }, database)
         };
         if ca_file.is_some() && !tls {
-            return Err(err("--redis-ca-file needs a rediss:// or rediss-sentinel:// URL"));
+            return Err(err(
+                "--redis-ca-file needs a rediss://, rediss-sentinel:// or rediss-cluster:// URL",
+            ));
         }
         let tls = tls.then(|| match ca_file {
             Some(p) => TlsRoots::CaFile(p.to_owned()),
@@ -215,6 +244,23 @@ impl RedisTarget {
     /// Whether connections use TLS.
     pub fn uses_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.nodes, Nodes::Cluster { .. })
+    }
+
+    /// One node of this deployment (a cluster node the layout names), with
+    /// the same credentials and TLS.
+    pub fn node(&self, host: &str, port: u16) -> RedisTarget {
+        RedisTarget {
+            nodes: Nodes::Single {
+                host: host.to_owned(),
+                port,
+            },
+            ..self.clone()
+        }
     }
 
     fn tls_config(&self) -> Result<Option<TlsConfig>, TargetError> {
@@ -266,6 +312,7 @@ impl RedisTarget {
     pub fn fred_config(&self) -> Result<FredConfig, TargetError> {
         let server = match &self.nodes {
             Nodes::Single { host, port } => ServerConfig::new_centralized(host.as_str(), *port),
+            Nodes::Cluster { seeds } => ServerConfig::new_clustered(seeds.clone()),
             Nodes::Sentinel { sentinels, service } => ServerConfig::Sentinel {
                 hosts: sentinels.iter().map(|(h, p)| Server::new(h.as_str(), *p)).collect(),
                 service_name: service.clone(),
@@ -292,6 +339,8 @@ impl fmt::Display for RedisTarget {
             (Nodes::Single { .. }, true) => "rediss",
             (Nodes::Sentinel { .. }, false) => "redis-sentinel",
             (Nodes::Sentinel { .. }, true) => "rediss-sentinel",
+            (Nodes::Cluster { .. }, false) => "redis-cluster",
+            (Nodes::Cluster { .. }, true) => "rediss-cluster",
         };
         write!(f, "{scheme}://")?;
         match (&self.username, &self.password) {
@@ -311,6 +360,10 @@ impl fmt::Display for RedisTarget {
             Nodes::Sentinel { sentinels, service } => {
                 let hosts: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
                 write!(f, "{}/{service}", hosts.join(","))
+            }
+            Nodes::Cluster { seeds } => {
+                let hosts: Vec<String> = seeds.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                write!(f, "{}", hosts.join(","))
             }
         }
     }
@@ -529,6 +582,25 @@ mod tests {
         );
         assert_eq!(t.password.as_deref(), Some("pw"));
         assert!(!t.to_string().contains("pw"));
+
+        let t = RedisTarget::parse("rediss-cluster://:pw@n1:7000,n2", None, None, None);
+        // No system roots in every test environment: only the shape matters here.
+        if let Ok(t) = t {
+            assert!(t.is_cluster());
+            assert_eq!(t.to_string(), "rediss-cluster://:***@n1:7000,n2:6379");
+        }
+        let t = RedisTarget::parse("redis-cluster://n1:7000,n2:7001/", None, None, None).unwrap();
+        assert_eq!(
+            t.nodes,
+            Nodes::Cluster {
+                seeds: vec![("n1".into(), 7000), ("n2".into(), 7001)]
+            }
+        );
+        assert_eq!(
+            t.node("10.0.0.9", 7005).to_string(),
+            "redis://10.0.0.9:7005",
+            "a node of the cluster, same credentials"
+        );
     }
 
     #[test]
@@ -550,6 +622,8 @@ mod tests {
             "redis://h:notaport",
             "redis://h/x",
             "redis://h?db=1",
+            "redis-cluster://a:1/0",
+            "redis-cluster://",
         ] {
             assert!(RedisTarget::parse(bad, None, None, None).is_err(), "{bad} accepted");
         }

@@ -19,10 +19,11 @@
 //! ([`mono_us`]): a wall clock step can neither extend nor shorten the bound.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::revocation::RevocationQuery;
 use crate::tokens::now_ms;
 
 /// Monotonic microseconds since this process first asked (never 0).
@@ -125,7 +126,33 @@ impl NodeState {
     }
 }
 
-/// The heartbeat keys of one revokd instance: `<prefix>hb:<instance>:<sent µs>`.
+/// Which parts of the mirror may answer: every node's (one node, Sentinel),
+/// or per hash slot (a cluster).
+pub trait Coverage: Send + Sync + std::fmt::Debug {
+    /// Whether the mirror may answer `q`: every node holding one of its keys
+    /// is trusted.
+    fn covers(&self, q: &RevocationQuery<'_>, max_staleness: Duration) -> bool;
+    /// Whether the whole mirror is trusted.
+    fn complete(&self, max_staleness: Duration) -> bool;
+}
+
+/// Every node must be trusted (the single-node and Sentinel mirror).
+#[derive(Debug)]
+pub struct AllNodes(pub Vec<Arc<NodeState>>);
+
+impl Coverage for AllNodes {
+    fn covers(&self, _q: &RevocationQuery<'_>, max_staleness: Duration) -> bool {
+        self.complete(max_staleness)
+    }
+
+    fn complete(&self, max_staleness: Duration) -> bool {
+        !self.0.is_empty() && self.0.iter().all(|n| n.is_trusted(max_staleness))
+    }
+}
+
+/// The heartbeat keys of one revokd instance: `<prefix>hb:<instance>:<sent µs>`,
+/// or on a cluster `<prefix>hb:<instance>:{<tag>}<sent µs>` with a hash tag
+/// that puts it on the node it proves.
 /// The instance id is random per process, so no other writer's keys (another
 /// instance's, or this one's before a restart) can be mistaken for a proof.
 #[derive(Debug, Clone)]
@@ -147,14 +174,22 @@ impl Heartbeat {
         &self.prefix
     }
 
-    /// The key of a heartbeat sent at `sent_at` (µs).
-    pub fn key(&self, sent_at: i64) -> String {
-        format!("{}{sent_at}", self.prefix)
+    /// The key of a heartbeat sent at `sent_at` (µs), with a hash tag if given.
+    pub fn key(&self, sent_at: i64, tag: Option<&str>) -> String {
+        match tag {
+            Some(tag) => format!("{}{{{tag}}}{sent_at}", self.prefix),
+            None => format!("{}{sent_at}", self.prefix),
+        }
     }
 
     /// The send time of one of this instance's heartbeat keys.
     pub fn sent_at(&self, key: &str) -> Option<i64> {
-        key.strip_prefix(&self.prefix)?.parse().ok()
+        let rest = key.strip_prefix(&self.prefix)?;
+        let rest = match rest.strip_prefix('{') {
+            Some(tagged) => tagged.split_once('}')?.1,
+            None => rest,
+        };
+        rest.parse().ok()
     }
 }
 
@@ -216,9 +251,13 @@ mod tests {
         let a = Heartbeat::new("revokd:");
         let b = Heartbeat::new("revokd:");
         assert_ne!(a.tracked_prefix(), b.tracked_prefix());
-        let key = a.key(12345);
+        let key = a.key(12345, None);
         assert!(key.starts_with("revokd:hb:"));
         assert_eq!(a.sent_at(&key), Some(12345));
+        let tagged = a.key(678, Some("42"));
+        assert!(tagged.ends_with(":{42}678"), "{tagged}");
+        assert_eq!(a.sent_at(&tagged), Some(678));
+        assert_eq!(a.sent_at(&format!("{}{{42", a.tracked_prefix())), None);
         assert_eq!(b.sent_at(&key), None);
         assert_eq!(a.sent_at("revokd:jti:x"), None);
     }

@@ -11,18 +11,22 @@
 //!   miss is answered locally.
 //! - [`sync`]: one task set per Redis node keeps the table complete through
 //!   client tracking (BCAST) and a scan, and writes the freshness heartbeat.
+//! - [`cluster`]: on a Redis Cluster, a sync per node of the polled layout,
+//!   and trust per hash slot.
 //! - [`freshness`]: per node, whether that part of the mirror is synced and
 //!   proven complete as of less than `--max-staleness` ago.
 //! - [`store`]: [`MirroredStore`] answers a verify from the table while every
 //!   node is trusted, and with a Redis lookup (UNAVAILABLE if Redis cannot
 //!   answer) otherwise.
 
+pub mod cluster;
 pub mod freshness;
 pub mod store;
 pub mod sync;
 pub mod table;
 
-pub use freshness::NodeState;
+pub use cluster::ClusterMirror;
+pub use freshness::{AllNodes, Coverage, NodeState};
 pub use store::MirroredStore;
-pub use sync::{MirrorSync, SyncTasks};
+pub use sync::{MirrorSync, Role, Shared, SyncTasks};
 pub use table::{MirrorHits, RevocationMirror};

@@ -1,12 +1,13 @@
 //! [`MirroredStore`]: the Redis store, with verifies answered from the mirror
-//! while every node's part of it is proven fresh.
+//! while the part of it that holds the token's keys is proven fresh (every
+//! node on one node or Sentinel, the keys' slots' nodes on a cluster).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::revocation::mirror::freshness::NodeState;
+use crate::revocation::mirror::freshness::Coverage;
 use crate::revocation::mirror::table::RevocationMirror;
 use crate::revocation::redis::RedisStore;
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
@@ -15,8 +16,8 @@ use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotati
 pub struct MirroredStore {
     redis: Arc<RedisStore>,
     mirror: Arc<RevocationMirror>,
-    /// One per Redis node the mirror follows; all must be trusted.
-    nodes: Vec<Arc<NodeState>>,
+    /// Which parts of the mirror may answer.
+    coverage: Arc<dyn Coverage>,
     max_staleness: Duration,
     metrics: Metrics,
 }
@@ -31,27 +32,27 @@ impl std::fmt::Debug for MirroredStore {
 }
 
 impl MirroredStore {
-    /// Answers from `mirror` while every one of `nodes` is synced and fresher
-    /// than `max_staleness`, from `redis` otherwise.
+    /// Answers from `mirror` where `coverage` says its part is synced and
+    /// fresher than `max_staleness`, from `redis` otherwise.
     pub fn new(
         redis: Arc<RedisStore>,
         mirror: Arc<RevocationMirror>,
-        nodes: Vec<Arc<NodeState>>,
+        coverage: Arc<dyn Coverage>,
         max_staleness: Duration,
         metrics: Metrics,
     ) -> Self {
         MirroredStore {
             redis,
             mirror,
-            nodes,
+            coverage,
             max_staleness,
             metrics,
         }
     }
 
-    /// Whether the mirror may answer now.
+    /// Whether the whole mirror may answer now.
     pub fn is_trusted(&self) -> bool {
-        !self.nodes.is_empty() && self.nodes.iter().all(|n| n.is_trusted(self.max_staleness))
+        self.coverage.complete(self.max_staleness)
     }
 }
 
@@ -71,7 +72,7 @@ impl RevocationStore for MirroredStore {
     }
 
     async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
-        if !self.is_trusted() {
+        if !self.coverage.covers(q, self.max_staleness) {
             self.metrics.mirror_stale_lookup();
             return self.redis.is_revoked(q).await;
         }
@@ -105,6 +106,11 @@ impl RevocationStore for MirroredStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        // Ready while the mirror is fresh (it answers verifies), else while
+        // Redis answers (every primary, on a cluster).
+        if self.is_trusted() {
+            return Ok(());
+        }
         self.redis.ping().await
     }
 
