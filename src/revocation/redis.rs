@@ -93,6 +93,7 @@ pub fn client(
     let mut config = target
         .fred_config()
         .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let cluster = target.is_cluster();
     config.version = RespVersion::RESP3;
     config.fail_fast = false;
     Builder::from_config(config)
@@ -100,6 +101,11 @@ pub fn client(
             c.connection_timeout = timeout;
             c.internal_command_timeout = timeout;
             c.max_command_attempts = 1;
+            if cluster {
+                // fred counts a write after a MOVED or ASK redirection as an attempt:
+                // on a cluster a command must be able to follow two.
+                c.max_command_attempts = 3;
+            }
             tune(c);
         })
         .with_performance_config(|p| {
@@ -237,9 +243,7 @@ impl RedisStore {
                     } => {
                         let key = self.key(KeyKind::Subject, subject);
                         let args = eval_args(REVOKE_SUBJECT, &[&key], &[before_us.to_string(), until.to_string()]);
-                        let _: () = pipeline
-                            .custom(cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)), args)
-                            .await?;
+                        let _: () = pipeline.custom(eval_cmd(&key), args).await?;
                         key
                     }
                 };
@@ -349,7 +353,7 @@ impl RedisStore {
             Write::Eval { script, keys, args } => {
                 let _: () = pipeline
                     .custom(
-                        cmd!("EVAL", hash: fred::types::ClusterHash::Offset(2)),
+                        eval_cmd(keys.first().copied().unwrap_or_default()),
                         eval_args(script, keys, args),
                     )
                     .await?;
@@ -448,6 +452,16 @@ enum Write<'a> {
         keys: &'a [&'a str],
         args: &'a [String],
     },
+}
+
+/// `EVAL`, routed by its first key's slot. (fred's `ClusterHash::Offset` did
+/// not route it there: measured, the script went to another node and came
+/// back `MOVED`.)
+fn eval_cmd(first_key: &str) -> fred::types::CustomCommand {
+    cmd!(
+        "EVAL",
+        hash: fred::types::ClusterHash::Custom(crate::revocation::slots::slot_of_key(first_key))
+    )
 }
 
 fn eval_args(script: &str, keys: &[&str], args: &[String]) -> Vec<String> {

@@ -2,6 +2,7 @@
 //! on port 0, and a real tonic client. Readiness is polled, never slept for.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod resp;
 pub mod rpc;
 pub mod sentinel;

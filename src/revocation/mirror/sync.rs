@@ -287,7 +287,12 @@ impl MirrorSync {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let was_synced = self.node.mark_unsynced();
         if was_synced {
-            tracing::warn!(why, node = %self.node_name(), "revocation mirror unsynced");
+            if matches!(cause, "role_change" | "slot_change") {
+                // The layout changed (a failover, a reshard): expected, not a fault.
+                tracing::info!(why, node = %self.node_name(), "revocation mirror part unsynced");
+            } else {
+                tracing::warn!(why, node = %self.node_name(), "revocation mirror unsynced");
+            }
             self.shared.metrics.mirror_resync(cause);
         }
         if self.reports {
