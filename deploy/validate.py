@@ -247,7 +247,7 @@ def check_probe(where, c, kind, path, errors):
 
 def check_revokd_env(where, c):
     """The Redis settings of a revokd container: no password inline in the
-    URL, the password from a Secret, replica acknowledgements with Sentinel,
+    URL, the password from a Secret, replica acknowledgements with Sentinel or Cluster,
     no removed setting."""
     errors = []
     env = {e.get("name"): e for e in c.get("env") or []}
@@ -264,8 +264,8 @@ def check_revokd_env(where, c):
     if acks is not None and not (acks_value or "").isdigit():
         errors.append(f"{where}: REVOKD_MIN_REPLICA_ACKS {acks_value!r} is not a whole number")
     acks_count = int(acks_value) if (acks_value or "").isdigit() else 0
-    if re.match(r"^rediss?-sentinel://", url) and acks_count < 1:
-        errors.append(f"{where}: a Sentinel URL without REVOKD_MIN_REPLICA_ACKS >= 1: a failover "
+    if re.match(r"^rediss?-(sentinel|cluster)://", url) and acks_count < 1:
+        errors.append(f"{where}: a Sentinel or Cluster URL without REVOKD_MIN_REPLICA_ACKS >= 1: a failover "
                       "loses revocations that were acknowledged")
     return errors
 
@@ -347,11 +347,160 @@ def selects(selector, labels):
     return bool(match) and all(labels.get(k) == v for k, v in match.items())
 
 
+def selects_pods(selector, labels):
+    """A NetworkPolicy's podSelector selects labels: an empty one selects
+    every pod."""
+    if not selector or not (selector.get("matchLabels") or selector.get("matchExpressions")):
+        return True
+    return selects(selector, labels)
+
+
+def template_labels(o):
+    """The labels of a workload's pods."""
+    if o.get("kind") == "Pod":
+        return (o.get("metadata") or {}).get("labels") or {}
+    return ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+
+
+def np_allows(policies, direction, target, peer, port):
+    """Whether the NetworkPolicies of one namespace let pods labelled peer
+    reach pods labelled target on port (direction "ingress"), or pods
+    labelled target reach pods labelled peer on it ("egress"). Pods no
+    policy isolates in that direction are open. Peers in other namespaces
+    and named ports do not count."""
+    kind = direction.capitalize()
+    key = "from" if direction == "ingress" else "to"
+    isolating = []
+    for np in policies:
+        spec = np.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if "egress" in spec else []))
+        if kind in types and selects_pods(spec.get("podSelector"), target):
+            isolating.append(spec)
+    if not isolating:
+        return True
+    for spec in isolating:
+        for rule in spec.get(direction) or []:
+            peers = rule.get(key)
+            ports = rule.get("ports")
+            peer_ok = not peers or any("podSelector" in p and "namespaceSelector" not in p
+                                       and selects_pods(p["podSelector"], peer) for p in peers)
+            port_ok = not ports or any(pp.get("port") in (None, port) for pp in ports)
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+def conf_value(text, key):
+    """The last value a redis.conf-style text sets for key, else None."""
+    values = re.findall(rf"^{re.escape(key)}[ \t]+(.+?)[ \t]*$", text, re.M)
+    return values[-1].strip('"') if values else None
+
+
+def cluster_statefulsets(by_kind):
+    """{StatefulSet name: (its pods' redis.conf text, the ConfigMap's data)}
+    of the rendered StatefulSets whose mounted ConfigMap holds a config with
+    cluster-enabled yes: the Redis Cluster nodes."""
+    found = {}
+    configmaps = by_kind.get("ConfigMap", {})
+    for name, o in (by_kind.get("StatefulSet") or {}).items():
+        for v in (pod_spec(o) or {}).get("volumes") or []:
+            data = (configmaps.get((v.get("configMap") or {}).get("name")) or {}).get("data") or {}
+            for text in data.values():
+                if conf_value(text, "cluster-enabled") == "yes":
+                    found[name] = (text, data)
+    return found
+
+
+def check_clusters(path, by_kind):
+    """Each Redis Cluster StatefulSet: client and bus ports on its pods and
+    headless Service, nodes.conf and the AOF on a claimed volume, the
+    announced IP from the downward API, a PodDisruptionBudget, a create
+    Job whose node count and Service match, and NetworkPolicies that let
+    the nodes reach each other (client and bus ports), revokd's pods and
+    the create Job reach every node."""
+    errors = []
+    policies = list((by_kind.get("NetworkPolicy") or {}).values())
+    services = by_kind.get("Service", {})
+    for name, (conf, data) in cluster_statefulsets(by_kind).items():
+        o = by_kind["StatefulSet"][name]
+        where = f"{path}: StatefulSet/{name} (Redis Cluster)"
+        spec = pod_spec(o)
+        labels = template_labels(o)
+        port = int(conf_value(conf, "port") or 6379)
+        bus = int(conf_value(conf, "cluster-port") or port + 10000)
+        replicas = o["spec"].get("replicas", 1)
+        containers = spec.get("containers") or []
+        exposed = {p.get("containerPort") for c in containers for p in c.get("ports") or []}
+        for p, what in ((port, "client"), (bus, "bus")):
+            if p not in exposed:
+                errors.append(f"{where}: no container port {p} ({what})")
+        svc = services.get(o["spec"].get("serviceName")) or {}
+        if svc:
+            if not {port, bus} <= {p.get("port") for p in svc["spec"].get("ports") or []}:
+                errors.append(f"{where}: Service {svc['metadata']['name']} lacks port {port} or {bus}")
+            if svc["spec"].get("publishNotReadyAddresses") is not True:
+                errors.append(f"{where}: Service {svc['metadata']['name']} must publishNotReadyAddresses "
+                              "(nodes and the create Job resolve the names while the cluster forms)")
+        # nodes.conf and the AOF must survive a restart: on a claimed volume.
+        data_dir = conf_value(conf, "dir") or "/data"
+        nodes_conf = os.path.join(data_dir, conf_value(conf, "cluster-config-file") or "nodes.conf")
+        claimed = {t["metadata"]["name"] for t in o["spec"].get("volumeClaimTemplates") or []}
+        redis = next((c for c in containers if port in {p.get("containerPort") for p in c.get("ports") or []}),
+                     None) or {}
+        for directory, what in ((os.path.dirname(nodes_conf), "cluster-config-file (the node's identity)"),
+                                (data_dir, "dir (the AOF)")):
+            # The deepest mount holding the directory.
+            mounts = [m for m in redis.get("volumeMounts") or []
+                      if os.path.commonpath([m.get("mountPath", "/"), directory]) == m.get("mountPath")]
+            mount = max(mounts, key=lambda m: len(m["mountPath"]), default=None)
+            if mount is None or mount.get("name") not in claimed:
+                errors.append(f"{where}: {what} {directory} is not on a volumeClaimTemplate volume")
+        if conf_value(conf, "appendonly") != "yes":
+            errors.append(f"{where}: appendonly is not yes")
+        pod_ip = any(((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") == "status.podIP"
+                     for f in ("initContainers", "containers") for c in spec.get(f) or []
+                     for e in c.get("env") or [])
+        if conf_value(conf, "cluster-announce-ip") is None and not pod_ip:
+            errors.append(f"{where}: no cluster-announce-ip and no status.podIP from the downward API")
+        if not any(selects(pdb["spec"].get("selector"), labels) and pdb["spec"].get("maxUnavailable") == 1
+                   for pdb in (by_kind.get("PodDisruptionBudget") or {}).values()):
+            errors.append(f"{where}: no PodDisruptionBudget with maxUnavailable 1 selects its pods")
+        # The create Job's script: one node per pod, the same Service.
+        scripts = [t for t in data.values() if "--cluster create" in t]
+        if not scripts:
+            errors.append(f"{where}: no script running redis-cli --cluster create in its ConfigMap")
+        for script in scripts:
+            nodes = re.search(r"^nodes=(\d+)$", script, re.M)
+            svc_name = re.search(r"^svc=(\S+)$", script, re.M)
+            per_primary = re.search(r"--cluster-replicas (\d+)", script)
+            per_shard = 1 + (int(per_primary[1]) if per_primary else 0)
+            if not nodes or int(nodes[1]) != replicas:
+                errors.append(f"{where}: the create script's nodes= is not its {replicas} replicas")
+            if not svc_name or svc_name[1] != o["spec"].get("serviceName"):
+                errors.append(f"{where}: the create script's svc= is not its serviceName")
+            if replicas % per_shard or replicas // per_shard < 3:
+                errors.append(f"{where}: {replicas} replicas do not make 3 or more shards of {per_shard} nodes")
+        mounted = {v["configMap"].get("name") for v in spec.get("volumes") or [] if "configMap" in v}
+        jobs = [j for j in (by_kind.get("Job") or {}).values()
+                if any(v["configMap"].get("name") in mounted
+                       for v in (pod_spec(j) or {}).get("volumes") or [] if "configMap" in v)]
+        if not jobs:
+            errors.append(f"{where}: no Job mounts its ConfigMap to create the cluster")
+        peers = [(labels, port, "the nodes (replication)"), (labels, bus, "the nodes (cluster bus)"),
+                 (REVOKD_POD_LABELS, port, "revokd's pods (revokd-sidecar: enabled)")]
+        peers += [(template_labels(j), port, f"Job/{j['metadata']['name']}") for j in jobs]
+        for peer, p, what in peers:
+            if not np_allows(policies, "ingress", labels, peer, p):
+                errors.append(f"{where}: the NetworkPolicies keep {what} from port {p}")
+    return errors
+
+
 def check_references(path, objects):
     """What the rendered objects name exists among them: ConfigMaps and
     Secrets (but the hand-made ones), a StatefulSet's headless Service,
     the pods Services, PodDisruptionBudgets and NetworkPolicies select,
-    named ports, and the Redis hosts in revokd's REVOKD_REDIS_URL."""
+    named ports, the Redis hosts in revokd's REVOKD_REDIS_URL, and what a
+    Redis Cluster needs (check_clusters)."""
     errors = []
     by_kind = {}
     for o in objects:
@@ -359,10 +508,7 @@ def check_references(path, objects):
     workloads = [(o, pod_spec(o)) for o in objects
                  if o.get("kind") in WORKLOAD_KINDS and pod_spec(o) is not None]
 
-    def pod_labels(o):
-        if o.get("kind") == "Pod":
-            return (o.get("metadata") or {}).get("labels") or {}
-        return ((o["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+    pod_labels = template_labels
 
     def port_names(spec):
         return {p.get("name") for f in ("initContainers", "containers")
@@ -408,7 +554,7 @@ def check_references(path, objects):
                     if isinstance(port, str) and port not in {p.get("name") for p in c.get("ports") or []}:
                         errors.append(f"{path}: {where} {kind}: no container port named {port!r}")
                 if c.get("name") == "revokd":
-                    errors += check_redis_url(path, where, c, by_kind, sentinel_masters)
+                    errors += check_redis_url(path, where, c, by_kind, sentinel_masters, labels)
         if o["kind"] == "StatefulSet":
             svc = services.get(o["spec"].get("serviceName"))
             if svc is None:
@@ -428,6 +574,7 @@ def check_references(path, objects):
             target = p.get("targetPort")
             if isinstance(target, str) and matched and not any(target in port_names(s) for s in matched):
                 errors.append(f"{path}: Service/{svc['metadata']['name']}: no selected pod has a port named {target!r}")
+    errors += check_clusters(path, by_kind)
     for pdb in by_kind.get("PodDisruptionBudget", {}).values():
         if not any(selects(pdb["spec"].get("selector"), pod_labels(o)) for o, _ in workloads):
             errors.append(f"{path}: PodDisruptionBudget/{pdb['metadata']['name']} selects no rendered pods")
@@ -448,20 +595,25 @@ def check_references(path, objects):
     return errors
 
 
-def check_redis_url(path, where, c, by_kind, sentinel_masters):
+def check_redis_url(path, where, c, by_kind, sentinel_masters, pod_labels):
     """Every host of REVOKD_REDIS_URL is a rendered Service (redis://HOST)
     or a pod of a rendered StatefulSet behind its headless Service
     (NAME-N.SERVICE), on a port that Service has; a Sentinel URL's service
-    name is one the rendered sentinel config monitors."""
+    name is one the rendered sentinel config monitors; a Cluster URL's seeds
+    are Redis Cluster nodes, which revokd's pods (labelled pod_labels) may
+    reach, every one of them, and any other URL's hosts are not."""
     env = {e.get("name"): e.get("value") for e in c.get("env") or []}
     url = env.get("REVOKD_REDIS_URL") or ""
-    m = re.match(r"^(rediss?(?:-sentinel)?)://(?:[^/@]*@)?([^/]+)(?:/(.*))?$", url)
+    m = re.match(r"^(rediss?(?:-sentinel|-cluster)?)://(?:[^/@]*@)?([^/]+)(?:/(.*))?$", url)
     if not m:
-        return [f"{path}: {where}: REVOKD_REDIS_URL {url!r} is not a redis[s][-sentinel]:// URL"]
+        return [f"{path}: {where}: REVOKD_REDIS_URL {url!r} is not a redis[s][-sentinel|-cluster]:// URL"]
     scheme, hosts, rest = m.groups()
     errors = []
     services = by_kind.get("Service", {})
     statefulsets = by_kind.get("StatefulSet", {})
+    clusters = cluster_statefulsets(by_kind)
+    policies = list((by_kind.get("NetworkPolicy") or {}).values())
+    checked = set()
     default_port = 26379 if scheme.endswith("sentinel") else 6379
     for hostport in hosts.split(","):
         host, _, port = hostport.partition(":")
@@ -483,6 +635,26 @@ def check_redis_url(path, where, c, by_kind, sentinel_masters):
             elif int(pod.group(2)) >= sts["spec"].get("replicas", 1):
                 errors.append(f"{path}: {where}: REVOKD_REDIS_URL host {host!r}: StatefulSet "
                               f"{pod.group(1)} has only {sts['spec'].get('replicas', 1)} replicas")
+        # The StatefulSet behind the host: the pod's, or the one the
+        # Service selects.
+        sts = next((o for o in statefulsets.values()
+                    if o["spec"].get("serviceName") == svc_name
+                    and selects(svc["spec"].get("selector"), template_labels(o))), None)
+        if sts is None:
+            continue
+        sts_name = sts["metadata"]["name"]
+        if (sts_name, port) in checked:
+            continue
+        checked.add((sts_name, port))
+        if scheme.endswith("cluster") != (sts_name in clusters):
+            errors.append(f"{path}: {where}: REVOKD_REDIS_URL is {scheme}:// but host {host!r} "
+                          f"{'is' if sts_name in clusters else 'is not'} a Redis Cluster node "
+                          f"(StatefulSet {sts_name})")
+        # revokd connects to every node of a cluster, to the seeds alone
+        # otherwise (Sentinel's data nodes are not in the URL).
+        if not np_allows(policies, "egress", pod_labels, template_labels(sts), port):
+            errors.append(f"{path}: {where}: the NetworkPolicies keep revokd's pods from "
+                          f"StatefulSet {sts_name}'s pods on port {port}")
     if scheme.endswith("sentinel") and (rest or "") not in sentinel_masters:
         errors.append(f"{path}: {where}: REVOKD_REDIS_URL names master {rest!r}; the rendered sentinel "
                       f"config monitors {sorted(sentinel_masters) or 'none'}")
@@ -524,11 +696,15 @@ def cmd_rendered(*paths):
     return 1 if errors else 0
 
 
-def cmd_component_chain(deploy_dir, out_dir):
+def cmd_component_chain(deploy_dir, out_dir, redis="sentinel"):
     """Writes to out_dir the kustomization deploy/README.md shows for your
-    own Deployment with the Sentinel Redis: the Sentinel deployment as a
-    resource, then the revokd-sidecar and redis-sentinel-client components,
-    so that validate.sh renders and checks it like the others."""
+    own Deployment with the Sentinel Redis (redis "sentinel") or the Redis
+    Cluster ("cluster"): that deployment as a resource, then the
+    revokd-sidecar and redis-<redis>-client components, so that validate.sh
+    renders and checks it like the others."""
+    if redis not in ("sentinel", "cluster"):
+        print(f"component-chain: unknown Redis {redis!r}: sentinel or cluster")
+        return 1
     os.makedirs(out_dir, exist_ok=True)
     # kustomize takes no absolute roots: relative to the kustomization.
     k8s = os.path.relpath(os.path.join(deploy_dir, "kubernetes"), out_dir)
@@ -558,9 +734,9 @@ def cmd_component_chain(deploy_dir, out_dir):
     }
     kustomization = {
         "apiVersion": KUSTOMIZE_API + "v1beta1", "kind": "Kustomization",
-        "resources": ["deployment.yaml", os.path.join(k8s, "redis-sentinel")],
+        "resources": ["deployment.yaml", os.path.join(k8s, f"redis-{redis}")],
         "components": [os.path.join(k8s, "components", "revokd-sidecar"),
-                       os.path.join(k8s, "components", "redis-sentinel-client")],
+                       os.path.join(k8s, "components", f"redis-{redis}-client")],
     }
     for name, doc in (("deployment.yaml", deployment), ("kustomization.yaml", kustomization)):
         with open(os.path.join(out_dir, name), "w") as f:

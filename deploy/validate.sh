@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment files: Kubernetes manifests and kustomizations
-# (each file, and what `kubectl kustomize` renders), the Sentinel deployment's
-# shell scripts, Prometheus rules and their unit tests, the Grafana dashboard,
-# the Dockerfile and the protobuf lint config.
+# (each file, and what `kubectl kustomize` renders), the Sentinel and Cluster
+# deployments' shell scripts, Prometheus rules and their unit tests, the
+# Grafana dashboard, the Dockerfile and the protobuf lint config.
 #
 #   bash deploy/validate.sh          (from anywhere; works in the repo root)
 #
@@ -141,7 +141,8 @@ echo "tools: kubernetes-validate $("$KV" --version), $("$VENV/bin/hadolint" --ve
 
 # --- Kubernetes ------------------------------------------------------------
 
-# deploy/kubernetes: the base, the Sentinel deployment and the components;
+# deploy/kubernetes: the base, the Sentinel and Cluster deployments and the
+# components;
 # deploy/overlays: kustomizations built on them (kustomize forbids an
 # overlay inside its own base's directory).
 K8S_ROOTS=(deploy/kubernetes deploy/overlays)
@@ -182,16 +183,18 @@ check "restricted security, resources, probes, env and key mount of every worklo
   "$PY" deploy/validate.py workloads deploy/kubernetes
 
 # What `kubectl apply -k` would apply: every Kustomization rendered, plus the
-# kustomization deploy/README.md shows for your own Deployment with the
-# Sentinel Redis (the revokd-sidecar and redis-sentinel-client components).
+# kustomizations deploy/README.md shows for your own Deployment with the
+# Sentinel Redis and with the Redis Cluster (the revokd-sidecar component,
+# then redis-sentinel-client or redis-cluster-client).
 RENDER=$(mktemp -d)
 trap 'rm -f "$LOG"; rm -rf "$RENDER"' EXIT
 RENDERED=()
 render_all() {
   local dirs dir out
   dirs=$("$PY" deploy/validate.py kustomizations "${K8S_ROOTS[@]}") || return 1
-  "$PY" deploy/validate.py component-chain deploy "$RENDER/component-chain" || return 1
-  for dir in $dirs "$RENDER/component-chain"; do
+  "$PY" deploy/validate.py component-chain deploy "$RENDER/component-chain-sentinel" sentinel || return 1
+  "$PY" deploy/validate.py component-chain deploy "$RENDER/component-chain-cluster" cluster || return 1
+  for dir in $dirs "$RENDER/component-chain-sentinel" "$RENDER/component-chain-cluster"; do
     out=$RENDER/$(basename "$dir").yaml
     [[ $dir == deploy/* ]] && out=$RENDER/$(echo "${dir#deploy/}" | tr / _).yaml
     if ! "$KUBECTL" kustomize "$dir" >"$out"; then
@@ -207,17 +210,17 @@ if render_all >"$LOG" 2>&1; then
     check "kubernetes-validate --strict $version of the rendered kustomizations" \
       k8s_validate "$version" "${RENDERED[@]}"
   done
-  check "rendered: restricted security, resources, probes, revokd settings, every reference resolves" \
+  check "rendered: restricted security, resources, probes, revokd settings, every reference resolves, Redis Cluster nodes" \
     "$PY" deploy/validate.py rendered "${RENDERED[@]}"
 else
   fail "kubectl kustomize renders every kustomization"
 fi
 
-# The Sentinel deployment's init and preStop scripts (POSIX sh: dash in the
-# redis image).
-check "shellcheck the Sentinel deployment's scripts" \
+# The Sentinel deployment's init and preStop scripts and the Cluster's init
+# and create scripts (POSIX sh: dash in the redis image).
+check "shellcheck the Sentinel and Cluster deployments' scripts" \
   "$SHELLCHECK" --shell=sh --external-sources --source-path=SCRIPTDIR \
-  deploy/kubernetes/redis-sentinel/config/*.sh
+  deploy/kubernetes/redis-sentinel/config/*.sh deploy/kubernetes/redis-cluster/config/*.sh
 
 # --- Prometheus ------------------------------------------------------------
 
@@ -275,6 +278,8 @@ metrics_lint() {
 }
 if [[ -n ${REVOKD_METRICS_URL:-} ]]; then
   check "promtool check metrics $REVOKD_METRICS_URL" metrics_lint
+else
+  printf 'SKIP promtool check metrics (no REVOKD_METRICS_URL)\n'
 fi
 
 echo "validate: $passes passed, $failures failed"
