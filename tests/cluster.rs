@@ -107,32 +107,53 @@ struct Seen {
     valid_after_bound: Vec<String>,
 }
 
-/// Verifies every token in `tokens` on `c`, over and over, until `stop`.
-async fn verify_loop(
-    mut c: Client,
+/// Verifies every token it was given, over and over, in the background.
+struct VerifyLoop {
     tokens: Arc<Mutex<Vec<Revoked>>>,
     seen: Arc<Mutex<Seen>>,
-    stop: Arc<tokio::sync::Notify>,
-) {
-    loop {
-        let batch: Vec<Revoked> = tokens.lock().unwrap().clone();
-        for r in batch {
-            let sent = Instant::now();
-            let v = tokio::select! {
-                v = verify(&mut c, &r.token) => v,
-                _ = stop.notified() => return,
-            };
-            let mut s = seen.lock().unwrap();
-            s.verifies += 1;
-            match v {
-                Ok(Verdict::Valid) if sent.duration_since(r.acked) > MAX_STALENESS => {
-                    s.valid_after_bound.push(r.jti.clone())
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl VerifyLoop {
+    fn start(c: Client, tokens: &[Revoked]) -> Self {
+        let tokens = Arc::new(Mutex::new(tokens.to_vec()));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let task = tokio::spawn(Self::run(c, tokens.clone(), seen.clone()));
+        VerifyLoop { tokens, seen, task }
+    }
+
+    async fn run(mut c: Client, tokens: Arc<Mutex<Vec<Revoked>>>, seen: Arc<Mutex<Seen>>) {
+        loop {
+            let batch: Vec<Revoked> = tokens.lock().unwrap().clone();
+            for r in batch {
+                let sent = Instant::now();
+                let v = verify(&mut c, &r.token).await;
+                let mut s = seen.lock().unwrap();
+                s.verifies += 1;
+                match v {
+                    Ok(Verdict::Valid) if sent.duration_since(r.acked) > MAX_STALENESS => {
+                        s.valid_after_bound.push(r.jti.clone())
+                    }
+                    Err(Code::Unavailable) => s.unavailable += 1,
+                    _ => {}
                 }
-                Err(Code::Unavailable) => s.unavailable += 1,
-                _ => {}
             }
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
+    }
+
+    fn add(&self, more: &[Revoked]) {
+        self.tokens.lock().unwrap().extend_from_slice(more);
+    }
+
+    fn verifies(&self) -> usize {
+        self.seen.lock().unwrap().verifies
+    }
+
+    /// Stops the loop; what it saw.
+    fn finish(self) -> Seen {
+        self.task.abort();
+        std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
 
@@ -257,17 +278,9 @@ async fn primary_killed(mut cluster: RedisCluster) {
     let (a, b, _keys) = two_instances(&cluster, &["--min-replica-acks", "1"]).await;
     let mut ca = a.client().await;
     let revoked = revoke_many(&mut ca, &cluster, 60).await;
-    let tokens = Arc::new(Mutex::new(revoked.clone()));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let looper = tokio::spawn(verify_loop(
-        b.client().await,
-        tokens.clone(),
-        seen.clone(),
-        stop.clone(),
-    ));
+    let looper = VerifyLoop::start(b.client().await, &revoked);
     eventually(Duration::from_secs(5), "verifies running", || async {
-        seen.lock().unwrap().verifies > 100
+        looper.verifies() > 100
     })
     .await;
 
@@ -284,11 +297,9 @@ async fn primary_killed(mut cluster: RedisCluster) {
         killed_at.elapsed()
     );
     let more = eventually_revoke_many(&mut ca, &cluster, 30).await;
-    tokens.lock().unwrap().extend(more.iter().cloned());
+    looper.add(&more);
     all_revoked(&cb, &more, Duration::from_secs(10)).await;
-    stop.notify_waiters();
-    looper.abort();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = looper.finish();
     eprintln!("{seen:?}");
     assert!(seen.valid_after_bound.is_empty(), "revoked tokens VALID: {seen:?}");
     let m = b.metrics().await;
@@ -328,15 +339,7 @@ async fn resharded(mut cluster: RedisCluster) {
     let (a, b, _keys) = two_instances(&cluster, &[]).await;
     let mut ca = a.client().await;
     let revoked = revoke_many(&mut ca, &cluster, 60).await;
-    let tokens = Arc::new(Mutex::new(revoked.clone()));
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let looper = tokio::spawn(verify_loop(
-        b.client().await,
-        tokens.clone(),
-        seen.clone(),
-        stop.clone(),
-    ));
+    let looper = VerifyLoop::start(b.client().await, &revoked);
 
     // Move slots to the 4th primary while B verifies and A keeps revoking.
     let reshard = cluster.reshard(fourth, 800);
@@ -351,7 +354,7 @@ async fn resharded(mut cluster: RedisCluster) {
                 jti: issued.jti,
                 acked: Instant::now(),
             };
-            tokens.lock().unwrap().push(r.clone());
+            looper.add(std::slice::from_ref(&r));
             during.push(r);
         }
     }
@@ -365,9 +368,7 @@ async fn resharded(mut cluster: RedisCluster) {
     let cb = b.client().await;
     all_revoked(&cb, &revoked, Duration::from_secs(20)).await;
     all_revoked(&cb, &during, Duration::from_secs(20)).await;
-    stop.notify_waiters();
-    looper.abort();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let seen = looper.finish();
     eprintln!(
         "reshard: {} revocations during it, {moved} moved; {seen:?}",
         during.len()
