@@ -31,7 +31,7 @@ until redis-cli -p "$rport" ping >/dev/null 2>&1; do sleep 0.05; done
 # admin address, from its "revokd serving" JSON log line).
 start_revokd() {
   local log=$logs/$1.log addrs deadline=$((SECONDS + 30))
-  RUST_LOG="${RUST_LOG:-info},revokd::server=info" $bin serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+  RUST_LOG="${RUST_LOG:-info},revokd::server=info" $bin serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
     --redis-url "redis://127.0.0.1:$rport" --log-format json >"$log" 2>&1 &
   PID=$!
   pids+=("$PID")

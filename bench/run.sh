@@ -270,7 +270,7 @@ GRPC_ADDR="" ADMIN_ADDR="" REVOKD_PID=""
 start_revokd() {
   local name=$1 log=$OUT/revokd-$1.log
   shift
-  RUST_LOG="$RUST_LOG,revokd::server=info" "$REVOKD" serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 \
+  RUST_LOG="$RUST_LOG,revokd::server=info" "$REVOKD" serve --grpc-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 \
     --log-format json --keys-dir "$KEYS" --redis-url "$REDIS_URL" "$@" >"$log" 2>&1 &
   REVOKD_PID=$!
   PIDS+=("$REVOKD_PID")

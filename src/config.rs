@@ -105,8 +105,20 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_ADMIN_ADDR", default_value = "0.0.0.0:9464")]
     pub admin_addr: SocketAddr,
 
+    /// HTTP API address: forward-auth at /authz/check for nginx, Traefik, Caddy, Envoy
+    /// http_service. Loopback by default, like the gRPC API.
+    #[arg(long, env = "REVOKD_HTTP_ADDR", default_value = "127.0.0.1:50052")]
+    pub http_addr: SocketAddr,
+
+    /// A second gRPC address that serves only Envoy's ext_authz Check (and health), for a
+    /// proxy or gateway that must not reach IssueToken or RevokeToken. Off by default (Check
+    /// is always served on --grpc-addr too).
+    #[arg(long, env = "REVOKD_AUTHZ_ADDR")]
+    pub authz_addr: Option<SocketAddr>,
+
     /// Redis URL: redis://[user:pass@]host:port[/db], rediss:// (TLS),
-    /// redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE or rediss-sentinel://. Without it
+    /// redis-sentinel://HOST:PORT[,HOST:PORT...]/SERVICE, rediss-sentinel://,
+    /// redis-cluster://HOST:PORT[,HOST:PORT...] or rediss-cluster://. Without it
     /// revocations live in memory only.
     #[arg(long, env = "REVOKD_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
@@ -272,6 +284,8 @@ impl ServeConfig {
             "--grpc-addr",
             "127.0.0.1:0",
             "--admin-addr",
+            "127.0.0.1:0",
+            "--http-addr",
             "127.0.0.1:0",
         ]);
         match cli.command {

@@ -23,6 +23,9 @@
 //! - [`service`]: the gRPC `TokenService`: one wrapper (span, error, metric) per call.
 //! - [`error`]: domain errors and their one mapping to gRPC statuses.
 //! - [`metrics`]: Prometheus metric names and handles.
+//! - [`authz`]: one allow/deny decision for proxies, from a request's headers;
+//!   served as Envoy's ext_authz ([`ext_authz`]) and as HTTP forward-auth
+//!   (`http_api`, the `--http-addr` listener).
 //! - [`admin`]: admin HTTP (`/healthz`, `/readyz`, `/metrics`).
 //! - [`server`]: bind, serve gRPC and admin, drain on shutdown.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
@@ -33,11 +36,14 @@
 
 pub(crate) mod admin;
 pub mod authority;
+pub mod authz;
 pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod ext_authz;
+pub mod http_api;
 pub mod keys;
 pub mod metrics;
 pub(crate) mod prehashed;

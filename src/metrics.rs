@@ -110,6 +110,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Delay from a revocation being written to Redis to this instance's mirror having it, in seconds."
     );
+    describe_counter!(
+        "revokd_authz_checks_total",
+        "Authorization checks for proxies (Envoy ext_authz, forward-auth) by result (allowed, denied, error) and verdict."
+    );
+    describe_histogram!(
+        "revokd_authz_check_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to decide an authorization check for a proxy, in seconds."
+    );
     describe_gauge!("revokd_build_info", "Build information; the value is always 1.");
 }
 
@@ -253,6 +262,12 @@ impl Metrics {
     pub fn store_nodes(&self, primaries: usize, replicas: usize) {
         gauge!("revokd_store_nodes", "role" => "primary").set(primaries as f64);
         gauge!("revokd_store_nodes", "role" => "replica").set(replicas as f64);
+    }
+
+    /// Counts one authorization check for a proxy, and how long it took.
+    pub fn authz_check(&self, result: &'static str, verdict: &'static str, took: Duration) {
+        counter!("revokd_authz_checks_total", "result" => result, "verdict" => verdict).increment(1);
+        histogram!("revokd_authz_check_duration_seconds").record(took.as_secs_f64());
     }
 
     /// Counts a Sentinel master switch followed.

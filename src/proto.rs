@@ -21,6 +21,49 @@ pub mod v1 {
     tonic::include_proto!("revokd.v1");
 }
 
+/// Envoy's external authorization API v3 and what it imports (vendored in
+/// `third_party/envoy-api`), as Envoy's package tree.
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod envoy {
+    pub mod service {
+        pub mod auth {
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.auth.v3");
+            }
+        }
+    }
+    pub mod config {
+        pub mod core {
+            pub mod v3 {
+                tonic::include_proto!("envoy.config.core.v3");
+            }
+        }
+    }
+    pub mod r#type {
+        pub mod v3 {
+            tonic::include_proto!("envoy.r#type.v3");
+        }
+    }
+}
+
+/// `google.rpc` (the status in an ext_authz answer).
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+/// `xds.core.v3` (referenced by Envoy's core types).
+#[allow(missing_docs, clippy::all, unreachable_pub)]
+pub mod xds {
+    pub mod core {
+        pub mod v3 {
+            tonic::include_proto!("xds.core.v3");
+        }
+    }
+}
+
 /// The encoded descriptor set of every proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/revokd_descriptor.bin"));
 

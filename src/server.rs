@@ -13,9 +13,11 @@ use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminState};
 use crate::authority::TokenAuthority;
+use crate::authz::Authorizer;
 use crate::cache::VerifiedTokenCache;
 use crate::config::{ConfigError, RevocationCheck, ServeConfig};
 use crate::error::StoreError;
+use crate::ext_authz::{AuthorizationServer, ExtAuthz};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
@@ -228,6 +230,9 @@ pub struct Server {
     config: ServeConfig,
     grpc: TcpListener,
     admin: TcpListener,
+    http: TcpListener,
+    /// `--authz-addr`: ext_authz Check and health only.
+    authz: Option<TcpListener>,
     authority: Arc<TokenAuthority>,
     store: Arc<dyn RevocationStore>,
     keys: Arc<ArcSwap<KeyRing>>,
@@ -267,10 +272,17 @@ impl Server {
         let authority = Arc::new(build_authority(&config, &keys, store.clone(), &metrics));
         let grpc = bind_listener(config.grpc_addr).await?;
         let admin = bind_listener(config.admin_addr).await?;
+        let http = bind_listener(config.http_addr).await?;
+        let authz = match config.authz_addr {
+            Some(addr) => Some(bind_listener(addr).await?),
+            None => None,
+        };
         Ok(Server {
             config,
             grpc,
             admin,
+            http,
+            authz,
             authority,
             store,
             keys,
@@ -291,15 +303,31 @@ impl Server {
         self.admin.local_addr().expect("bound listener has an address")
     }
 
+    /// The bound HTTP API address (forward-auth).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener has an address")
+    }
+
+    /// The bound ext_authz-only gRPC address, if configured.
+    pub fn authz_addr(&self) -> Option<SocketAddr> {
+        self.authz
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener has an address"))
+    }
+
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let grpc_addr = self.grpc_addr();
         let admin_addr = self.admin_addr();
+        let http_addr = self.http_addr();
+        let authz_addr = self.authz_addr();
         let grace = self.config.shutdown_grace;
+        let authorizer = Authorizer::new(self.authority.clone(), self.metrics.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenGrpcService>>().await;
+        health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -312,6 +340,7 @@ impl Server {
             let _ = rx.wait_for(|stop| *stop).await;
         };
 
+        let authz_health = health_service.clone();
         let grpc_server = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(reflection)
@@ -319,11 +348,24 @@ impl Server {
                 self.authority.clone(),
                 self.metrics.clone(),
             )))
+            .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
             .serve_with_incoming_shutdown(
                 // Small unary replies must not wait for Nagle's algorithm.
                 tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
                 stopped(stop_rx.clone()),
             );
+        // Check and health only: what a proxy outside the pod may reach.
+        let authz_server = self.authz.map(|listener| {
+            tonic::transport::Server::builder()
+                .add_service(authz_health)
+                .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stopped(stop_rx.clone()),
+                )
+        });
+        let http_server = axum::serve(self.http, crate::http_api::router(authorizer.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone()));
         let admin_router = admin::router(AdminState {
             store: self.store.clone(),
             keys: self.keys.clone(),
@@ -346,19 +388,34 @@ impl Server {
             }
             _ => None,
         };
-        tracing::info!(%grpc_addr, %admin_addr, store = self.store.kind(), "revokd serving");
+        match authz_addr {
+            Some(authz_addr) => {
+                tracing::info!(%grpc_addr, %admin_addr, %http_addr, %authz_addr, store = self.store.kind(), "revokd serving")
+            }
+            None => tracing::info!(%grpc_addr, %admin_addr, %http_addr, store = self.store.kind(), "revokd serving"),
+        }
         let mut grpc_task = tokio::spawn(grpc_server);
         let mut admin_task = tokio::spawn(async move { admin_server.await });
+        let mut http_task = tokio::spawn(async move { http_server.await });
+        let mut authz_task = tokio::spawn(async move {
+            match authz_server {
+                Some(server) => server.await.map_err(|e| e.to_string()),
+                None => std::future::pending().await,
+            }
+        });
 
         tokio::select! {
             _ = shutdown => {}
             r = &mut grpc_task => return Err(StartError::Serve(format!("gRPC server stopped: {r:?}"))),
             r = &mut admin_task => return Err(StartError::Serve(format!("admin server stopped: {r:?}"))),
+            r = &mut http_task => return Err(StartError::Serve(format!("HTTP API server stopped: {r:?}"))),
+            r = &mut authz_task => return Err(StartError::Serve(format!("ext_authz server stopped: {r:?}"))),
         }
         if let Some(w) = watcher {
             w.abort();
         }
         health.set_not_serving::<TokenServiceServer<TokenGrpcService>>().await;
+        health.set_not_serving::<AuthorizationServer<ExtAuthz>>().await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -366,14 +423,20 @@ impl Server {
         let drained = tokio::time::timeout(grace, async {
             let _ = (&mut grpc_task).await;
             let _ = (&mut admin_task).await;
+            let _ = (&mut http_task).await;
+            if authz_addr.is_some() {
+                let _ = (&mut authz_task).await;
+            }
         })
         .await;
+        authz_task.abort();
         match drained {
             Ok(()) => tracing::info!("drained, bye"),
             Err(_) => {
                 tracing::warn!(grace = ?grace, "grace period over with calls in flight; stopping anyway");
                 grpc_task.abort();
                 admin_task.abort();
+                http_task.abort();
             }
         }
         Ok(())

@@ -222,6 +222,7 @@ def start_revokd(keys: Path, signing_kid: str, redis_url: str, *extra: str) -> R
         str(revokd_bin()), "serve",
         "--grpc-addr", "127.0.0.1:0",
         "--admin-addr", "127.0.0.1:0",
+        "--http-addr", "127.0.0.1:0",
         "--log-format", "json",
         "--keys-dir", str(keys),
         "--signing-kid", signing_kid,
