@@ -24,6 +24,20 @@ pub const AUDIT_TARGET: &str = "revokd::audit";
 /// Longest jti accepted by RevokeToken (ours are 22 characters).
 pub const MAX_JTI_BYTES: usize = 256;
 
+/// The longest revocation `reason` (it goes to the audit log), in bytes.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// A revocation's `reason` is within [`MAX_REASON_BYTES`].
+pub(crate) fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::invalid(
+            "reason",
+            format!("longer than {MAX_REASON_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
 /// The result of a verification.
 #[derive(Debug, Clone)]
 pub struct VerifyOutcome {
@@ -210,11 +224,18 @@ impl TokenAuthority {
     }
 
     async fn revoke_inner(&self, target: RevokeTarget, reason: &str, now: i64) -> Result<RevokeOutcome, Error> {
+        check_reason(reason)?;
         let leeway = self.verifier.policy().leeway.as_secs() as i64;
         let (jti, until, subject, kid) = match target {
             RevokeTarget::Token(token) => {
                 let t = self.authenticate_for_revocation(&token)?;
-                let until = t.claims.expires_at.saturating_add(leeway);
+                // No longer than any token can be VALID (a longer-lived one is refused
+                // by verify), which also keeps the expiry within what Redis accepts.
+                let until = t
+                    .claims
+                    .expires_at
+                    .saturating_add(leeway)
+                    .min(self.max_lifetime_until(now));
                 (t.claims.jti, until, t.claims.subject, t.kid)
             }
             RevokeTarget::Jti(jti) => {
@@ -309,6 +330,7 @@ pub(crate) mod tests {
                 default_ttl: Duration::from_secs(900),
                 max_ttl: Duration::from_secs(3600),
                 refresh_ttl: Duration::from_secs(86400),
+                max_token_bytes: 8192,
             },
         );
         let verifier = TokenVerifier::new(
@@ -317,6 +339,7 @@ pub(crate) mod tests {
                 issuer: "revokd".into(),
                 leeway: LEEWAY,
                 max_token_bytes: 8192,
+                max_lifetime: Duration::from_secs(86_400),
             },
         );
         let authority = TokenAuthority::new(

@@ -115,6 +115,8 @@ pub fn is_identity_header(name: &str) -> bool {
     name.len() >= IDENTITY_PREFIX.len() && name[..IDENTITY_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_PREFIX)
 }
 
+static UNAVAILABLE_LOG: crate::error::LogLimiter = crate::error::LogLimiter::new(1000);
+
 /// Decides for the proxies, through the same verification as VerifyToken.
 #[derive(Clone)]
 pub struct Authorizer {
@@ -171,7 +173,10 @@ impl Authorizer {
                 (verdict, _) => Decision::Deny { verdict: Some(verdict) },
             },
             Err(Error::Store(e)) => {
-                tracing::warn!(detail = %e, "authorization check: revocation store unavailable");
+                // An outage fails every check: one line a second, with how many it stands for.
+                if let Some(suppressed) = UNAVAILABLE_LOG.allow() {
+                    tracing::warn!(detail = %e, suppressed, "authorization check: revocation store unavailable");
+                }
                 Decision::Unavailable
             }
             Err(e) => {

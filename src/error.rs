@@ -69,6 +69,45 @@ impl Error {
     }
 }
 
+/// Lets one log line through per interval, and counts the ones it holds back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval_ms: i64,
+    last_ms: std::sync::atomic::AtomicI64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogLimiter {
+    /// At most one line per `interval_ms`.
+    pub const fn new(interval_ms: i64) -> Self {
+        LogLimiter {
+            interval_ms,
+            last_ms: std::sync::atomic::AtomicI64::new(i64::MIN / 2),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` if this line may be logged.
+    pub fn allow(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = crate::tokens::now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now - last >= self.interval_ms
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// The "store unavailable" warning: once a second at most.
+static UNAVAILABLE_LOG: LogLimiter = LogLimiter::new(1000);
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         match err {
@@ -78,7 +117,10 @@ impl From<Error> for Status {
             Error::RefreshTokenReused => Status::new(Code::PermissionDenied, err.to_string()),
             // Fail closed: the client must not treat this as "valid".
             Error::Store(e) if e.is_unavailable() => {
-                tracing::warn!(detail = %e, "revocation store unavailable");
+                // An outage fails every request: one line a second, with how many it stands for.
+                if let Some(suppressed) = UNAVAILABLE_LOG.allow() {
+                    tracing::warn!(detail = %e, suppressed, "revocation store unavailable");
+                }
                 Status::new(Code::Unavailable, "revocation store unavailable")
             }
             Error::Store(e) => {
@@ -90,5 +132,23 @@ impl From<Error> for Status {
                 Status::new(Code::Internal, "internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_per_interval_counting_the_rest() {
+        let limiter = LogLimiter::new(60_000);
+        assert_eq!(limiter.allow(), Some(0));
+        for _ in 0..20_000 {
+            assert_eq!(limiter.allow(), None);
+        }
+        assert_eq!(limiter.suppressed.load(std::sync::atomic::Ordering::Relaxed), 20_000);
+        let every_time = LogLimiter::new(0);
+        assert_eq!(every_time.allow(), Some(0));
+        assert_eq!(every_time.allow(), Some(0));
     }
 }

@@ -95,6 +95,10 @@ fn describe() {
         "Redis nodes revokd follows, by role (primary or replica)."
     );
     describe_counter!(
+        "revokd_redis_data_loss_total",
+        "Times Redis was found to have lost its data (restarted empty, flushed): revocations written before are gone."
+    );
+    describe_counter!(
         "revokd_redis_master_switches_total",
         "Redis master changes reported by Sentinel and followed."
     );
@@ -268,6 +272,12 @@ impl Metrics {
     pub fn authz_check(&self, result: &'static str, verdict: &'static str, took: Duration) {
         counter!("revokd_authz_checks_total", "result" => result, "verdict" => verdict).increment(1);
         histogram!("revokd_authz_check_duration_seconds").record(took.as_secs_f64());
+    }
+
+    /// Counts `n` times Redis was found to have lost its data (its marker
+    /// key changed); 0 registers the series.
+    pub fn redis_data_loss(&self, n: u64) {
+        counter!("revokd_redis_data_loss_total").increment(n);
     }
 
     /// Counts a Sentinel master switch followed.

@@ -84,6 +84,8 @@ pub fn timestamp_us(micros: i64) -> prost_types::Timestamp {
 fn duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, Error> {
     match d {
         None => Ok(None),
+        // nanos beyond a second is not a protobuf Duration (and would carry into the seconds).
+        Some(d) if d.nanos >= 1_000_000_000 => Err(Error::invalid(field, "nanos must be below 1e9")),
         Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
             Err(Error::invalid(field, "must be positive"))
         }
@@ -307,6 +309,22 @@ mod tests {
         .unwrap();
         let back = struct_to_json(json_to_struct(&json)).unwrap();
         assert_eq!(back, json);
+    }
+
+    #[test]
+    fn durations_must_be_well_formed_and_positive() {
+        let d = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+        let field = |r: Result<Option<Duration>, Error>| match r {
+            Err(Error::InvalidArgument { field, reason }) => (field, reason),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        };
+        assert_eq!(duration("ttl", d(1, 500)).unwrap(), Some(Duration::new(1, 500)));
+        assert_eq!(duration("ttl", None).unwrap(), None);
+        // 0 s + 1e9 ns would be 1 s to Duration::new: not a protobuf Duration.
+        assert_eq!(field(duration("ttl", d(0, 1_000_000_000))).0, "ttl");
+        assert!(field(duration("ttl", d(60, 1_999_999_999))).1.contains("nanos"));
+        assert_eq!(field(duration("access_ttl", d(-1, 0))).0, "access_ttl");
+        assert_eq!(field(duration("ttl", d(0, 0))).0, "ttl");
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn build_authority(
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
             refresh_ttl: config.refresh_ttl,
+            max_token_bytes: config.max_token_bytes,
         },
     );
     let verifier = TokenVerifier::new(
@@ -119,6 +120,7 @@ fn build_authority(
             issuer: config.issuer.clone(),
             leeway: config.leeway,
             max_token_bytes: config.max_token_bytes,
+            max_lifetime: config.max_ttl.max(config.refresh_ttl),
         },
     );
     let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());

@@ -188,6 +188,7 @@ impl TokenAuthority {
 
     /// Revokes a session, by id or by any validly signed token of it.
     pub async fn revoke_session(&self, target: SessionTarget, reason: &str) -> Result<RevokeOutcome, Error> {
+        crate::authority::check_reason(reason)?;
         let now = self.clock.now().seconds();
         let result = async {
             let (sid, subject) = match target {
@@ -240,6 +241,13 @@ impl TokenAuthority {
             if subject.is_empty() {
                 return Err(Error::invalid("subject", "must not be empty"));
             }
+            if subject.len() > crate::tokens::MAX_SUBJECT_BYTES {
+                return Err(Error::invalid(
+                    "subject",
+                    format!("longer than {} bytes", crate::tokens::MAX_SUBJECT_BYTES),
+                ));
+            }
+            crate::authority::check_reason(reason)?;
             let first_us = self.clock.now().micros;
             let until = self.max_lifetime_until(first_us.div_euclid(1_000_000));
             self.observe_store(

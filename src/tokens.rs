@@ -163,6 +163,10 @@ pub struct VerifyPolicy {
     pub leeway: Duration,
     /// Larger tokens are MALFORMED without parsing.
     pub max_token_bytes: usize,
+    /// The longest lifetime revokd issues (the larger of `--max-ttl` and
+    /// `--refresh-ttl`): a token meant to live longer is MALFORMED, because
+    /// its revocation could not be kept as long as it lives.
+    pub max_lifetime: Duration,
 }
 
 /// Verifies tokens against the current key ring.
@@ -255,6 +259,17 @@ impl TokenVerifier {
             && now.saturating_add(leeway) < nbf
         {
             return Err(Verdict::NotYetValid);
+        }
+        // Every VALID token must be revocable: a revocation is kept at most the
+        // maximum lifetime (plus leeway), so a token that lives longer than that
+        // from now, or was issued to live longer, is not one of ours to accept.
+        let max_lifetime = (self.policy.max_lifetime.as_secs() as i64).saturating_add(leeway);
+        if claims.expires_at.saturating_sub(now) > max_lifetime
+            || claims
+                .issued_at
+                .is_some_and(|iat| claims.expires_at.saturating_sub(iat) > max_lifetime)
+        {
+            return Err(Verdict::Malformed);
         }
         if claims.issuer != self.policy.issuer {
             return Err(Verdict::WrongIssuer);
@@ -392,7 +407,16 @@ pub struct IssuePolicy {
     pub max_ttl: Duration,
     /// Lifetime of refresh tokens, and the longest one granted.
     pub refresh_ttl: Duration,
+    /// The largest token to sign (`--max-token-bytes`: verify calls a larger one MALFORMED).
+    pub max_token_bytes: usize,
 }
+
+/// The longest `sub` (and RevokeSubject subject), in bytes.
+pub const MAX_SUBJECT_BYTES: usize = 1024;
+/// The most `aud` entries of one token.
+pub const MAX_AUDIENCES: usize = 16;
+/// The longest `aud` entry, in bytes.
+pub const MAX_AUDIENCE_BYTES: usize = 256;
 
 impl IssuePolicy {
     /// The longest any token revokd issues can live.
@@ -445,6 +469,12 @@ impl TokenIssuer {
         if params.subject.is_empty() {
             return Err(Error::invalid("subject", "must not be empty"));
         }
+        if params.subject.len() > MAX_SUBJECT_BYTES {
+            return Err(Error::invalid(
+                "subject",
+                format!("longer than {MAX_SUBJECT_BYTES} bytes"),
+            ));
+        }
         let p = &self.policy;
         let (ttl_field, default, max) = match params.session {
             Some((_, TokenUse::Refresh)) => ("refresh_ttl", p.refresh_ttl, p.refresh_ttl),
@@ -467,6 +497,15 @@ impl TokenIssuer {
         }
         if params.audience.iter().any(String::is_empty) {
             return Err(Error::invalid("audience", "entries must not be empty"));
+        }
+        if params.audience.len() > MAX_AUDIENCES {
+            return Err(Error::invalid("audience", format!("more than {MAX_AUDIENCES} entries")));
+        }
+        if params.audience.iter().any(|a| a.len() > MAX_AUDIENCE_BYTES) {
+            return Err(Error::invalid(
+                "audience",
+                format!("an entry longer than {MAX_AUDIENCE_BYTES} bytes"),
+            ));
         }
         if let Some(name) = params.extra.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
             return Err(Error::invalid("claims", format!("{name:?} is a reserved claim")));
@@ -503,6 +542,17 @@ impl TokenIssuer {
         header.kid = Some(key.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
             .map_err(|e| Error::Internal(format!("signing with kid {}: {e}", key.kid)))?;
+        // A token verify would refuse is not issued (the claims are what can make it large).
+        if token.len() > self.policy.max_token_bytes {
+            return Err(Error::invalid(
+                "claims",
+                format!(
+                    "the token would be {} bytes, above --max-token-bytes {}",
+                    token.len(),
+                    self.policy.max_token_bytes
+                ),
+            ));
+        }
         Ok(IssuedToken {
             token,
             jti,
@@ -531,6 +581,7 @@ mod tests {
                 default_ttl: Duration::from_secs(900),
                 max_ttl: Duration::from_secs(3600),
                 refresh_ttl: Duration::from_secs(7200),
+                max_token_bytes: 8192,
             },
         );
         let verifier = TokenVerifier::new(
@@ -539,6 +590,7 @@ mod tests {
                 issuer: "revokd".into(),
                 leeway: Duration::from_secs(30),
                 max_token_bytes: 8192,
+                max_lifetime: Duration::from_secs(86_400),
             },
         );
         (issuer, verifier)
@@ -587,6 +639,38 @@ mod tests {
     }
 
     #[test]
+    fn a_token_meant_to_outlive_its_revocation_is_malformed() {
+        let (issuer, verifier) = setup();
+        // 900 s from iat, within the 600 s bound from now: still refused (exp - iat).
+        let t = issuer.issue(params("a"), NOW_US).unwrap().token;
+        let strict = TokenVerifier::new(
+            verifier.keys.clone(),
+            VerifyPolicy {
+                issuer: "revokd".into(),
+                leeway: Duration::from_secs(30),
+                max_token_bytes: 8192,
+                max_lifetime: Duration::from_secs(600),
+            },
+        );
+        assert!(verifier.verify(&t, None, NOW).is_ok());
+        assert_eq!(strict.verify(&t, None, NOW + 400), Err(Verdict::Malformed));
+        // Without iat: exp - now counts.
+        let mut claims = serde_json::json!({"iss": "revokd", "sub": "a", "jti": "j", "exp": NOW + 900});
+        let no_iat = |c: &serde_json::Value| {
+            let keys = verifier.keys.load();
+            let key = keys.signing();
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+            header.kid = Some("ed".into());
+            jsonwebtoken::encode(&header, c, &key.encoding).unwrap()
+        };
+        assert_eq!(strict.verify(&no_iat(&claims), None, NOW), Err(Verdict::Malformed));
+        assert!(strict.verify(&no_iat(&claims), None, NOW + 400).is_ok());
+        // Far beyond anything Redis could keep: never VALID.
+        claims["exp"] = serde_json::json!(9_200_000_000_000_000i64);
+        assert_eq!(verifier.verify(&no_iat(&claims), None, NOW), Err(Verdict::Malformed));
+    }
+
+    #[test]
     fn issue_validates_its_input() {
         let (issuer, _) = setup();
         let field = |r: Result<IssuedToken, Error>| match r {
@@ -608,6 +692,25 @@ mod tests {
         let mut p = params("a");
         p.audience = vec![String::new()];
         assert_eq!(field(issuer.issue(p, NOW_US)), "audience");
+        // Sizes: every field is bounded, and no token larger than verify accepts is signed.
+        assert_eq!(
+            field(issuer.issue(params(&"s".repeat(MAX_SUBJECT_BYTES + 1)), NOW_US)),
+            "subject"
+        );
+        assert!(issuer.issue(params(&"s".repeat(MAX_SUBJECT_BYTES)), NOW_US).is_ok());
+        let mut p = params("a");
+        p.audience = vec!["x".into(); MAX_AUDIENCES + 1];
+        assert_eq!(field(issuer.issue(p, NOW_US)), "audience");
+        let mut p = params("a");
+        p.audience = vec!["x".repeat(MAX_AUDIENCE_BYTES + 1)];
+        assert_eq!(field(issuer.issue(p, NOW_US)), "audience");
+        let mut p = params("a");
+        p.extra.insert("blob".into(), "x".repeat(1 << 20).into());
+        assert_eq!(field(issuer.issue(p, NOW_US)), "claims");
+        let mut p = params("a");
+        p.extra.insert("blob".into(), "x".repeat(5000).into());
+        let issued = issuer.issue(p, NOW_US).unwrap();
+        assert!(issued.token.len() <= 8192, "just below the cap is signed");
     }
 
     #[test]

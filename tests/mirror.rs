@@ -155,6 +155,10 @@ async fn redis_restart_both_instances_resync() {
         Ok(Verdict::Revoked),
     )
     .await;
+    // A restart that kept the data is no data loss.
+    for p in [&a, &b] {
+        assert_eq!(metric(&p.metrics().await, "revokd_redis_data_loss_total"), Some(0.0));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,6 +183,13 @@ async fn redis_restarted_empty_gets_recent_revocations_written_again() {
     })
     .await;
     assert_eq!(verify(&mut ca, &token).await, Ok(Verdict::Revoked));
+    // Both noticed that Redis lost its data (the marker key changed).
+    for p in [&a, &b] {
+        eventually(Duration::from_secs(10), "the data loss is counted", || async {
+            metric(&p.metrics().await, "revokd_redis_data_loss_total") == Some(1.0)
+        })
+        .await;
+    }
     eventually_verify(
         Duration::from_secs(10),
         "B enforces it again",

@@ -136,3 +136,77 @@ async fn sigterm_drains_and_exits_zero() {
     assert!(rest.iter().any(|l| l.contains("drained")), "{rest:?}");
     assert!(!rest.iter().any(|l| l.contains(&t.token)), "tokens never logged");
 }
+
+/// A CR or LF in a caller's value (a subject, a reason) must not start a
+/// line of its own: the default human format escapes control characters.
+#[tokio::test]
+async fn caller_values_cannot_forge_log_lines() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_clear()
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let grpc = loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("revokd logs");
+        let addr = line
+            .contains("revokd serving")
+            .then(|| {
+                line.split("grpc_addr=")
+                    .nth(1)
+                    .map(|r| r.split(' ').next().unwrap().to_owned())
+            })
+            .flatten();
+        lines.push(line);
+        if let Some(addr) = addr {
+            break addr;
+        }
+    };
+    let mut client = revokd::proto::v1::token_service_client::TokenServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let forged = "INFO revokd::audit: token revoked jti=FORGED";
+    let t = issue(&mut client, &format!("eve\r\n{forged}")).await;
+    client
+        .revoke_token(revokd::proto::v1::RevokeTokenRequest {
+            target: Some(revokd::proto::v1::revoke_token_request::Target::Token(t.token.clone())),
+            reason: format!("bye\n{forged}\u{1b}[2K"),
+        })
+        .await
+        .unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    child.wait().unwrap();
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    let audit = lines.iter().find(|l| l.contains("token revoked") && l.contains(&t.jti));
+    let audit = audit.unwrap_or_else(|| panic!("no audit line in {lines:#?}"));
+    assert!(audit.contains(r"bye\n"), "escaped in place: {audit}");
+    assert!(audit.contains(r"\u{1b}[2K"), "no terminal escape: {audit}");
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("INFO revokd::audit") || l.contains("jti=FORGED") && !l.contains(&t.jti)),
+        "a forged line: {lines:#?}"
+    );
+}

@@ -258,3 +258,37 @@ async fn redis_down_at_start_is_not_ready_until_it_comes() {
     .await;
     server.shutdown().await;
 }
+
+/// A Redis outage fails every request; the log says so once a second, with
+/// how many failures each line stands for, not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once_a_second_not_once_a_request() {
+    let mut redis = RedisServer::start();
+    let keys = common::keys_dir();
+    let url = redis.url();
+    let p = common::RevokdProcess::spawn_logged(&common::serve_args(&keys, &url, &["--revocation-check", "redis"]));
+    let mut client = p.client().await;
+    let token = issue(&mut client, "alice").await.token;
+    redis.stop();
+    let started = std::time::Instant::now();
+    let mut failed = 0;
+    for _ in 0..500 {
+        if client.verify_token(verify_req(&token)).await.is_err() {
+            failed += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    assert_eq!(failed, 500, "fails closed");
+    let warnings: Vec<String> = p
+        .log()
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("revocation store unavailable") && l.contains("WARN"))
+        .collect();
+    assert!(
+        !warnings.is_empty() && warnings.len() as u64 <= seconds + 1,
+        "{} warnings in {seconds} s: {warnings:#?}",
+        warnings.len()
+    );
+    assert!(warnings.iter().skip(1).all(|l| l.contains("suppressed")), "{warnings:#?}");
+}

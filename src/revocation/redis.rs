@@ -157,13 +157,21 @@ impl RedisStore {
             }
         });
         let flag = dropped_at_ms.clone();
+        // One node (or Sentinel's master): a marker key tells a Redis that lost its data.
+        let marker = (!target.is_cluster()).then(|| Arc::new(DataMarker::new(prefix, metrics.clone())));
+        let marker_client = client.clone();
         client.on_reconnect(move |server| {
             let flag = flag.clone();
             let m = metrics.clone();
+            let marker = marker.clone();
+            let client = marker_client.clone();
             async move {
                 flag.store(0, Ordering::SeqCst);
                 m.store_ok();
                 tracing::info!(server = %server, "redis connected");
+                if let Some(marker) = marker {
+                    tokio::spawn(async move { marker.check(&client).await });
+                }
                 Ok(())
             }
         });
@@ -408,6 +416,68 @@ impl RedisStore {
     /// EVAL of a writing script (see [`RedisStore::write`]).
     async fn eval(&self, script: &str, keys: &[&str], args: &[String]) -> Result<Value, StoreError> {
         self.write(Write::Eval { script, keys, args }).await
+    }
+}
+
+/// Tells when Redis lost its data (restarted without persistence, flushed,
+/// replaced by an empty node): `<prefix>marker` holds a random id, written
+/// once (`SET NX`, no expiry) by whichever revokd connects first; each
+/// process remembers the id it saw, and after every reconnect a different id
+/// (or none) means every revocation written before is gone from Redis. That
+/// is logged as an error and counted (`revokd_redis_data_loss_total`, alert
+/// `RevokdRedisDataLoss`); the journal re-writes the last minute of this
+/// process's revocations, older ones are lost.
+#[derive(Debug)]
+pub struct DataMarker {
+    key: String,
+    seen: tokio::sync::Mutex<Option<String>>,
+    metrics: Metrics,
+}
+
+impl DataMarker {
+    /// The marker under `prefix`.
+    pub fn new(prefix: &str, metrics: Metrics) -> Self {
+        metrics.redis_data_loss(0);
+        DataMarker {
+            key: format!("{prefix}marker"),
+            seen: tokio::sync::Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// Writes the marker if absent, reads it, and compares it with the one seen before.
+    pub async fn check(&self, client: &Client) {
+        use std::hash::{BuildHasher, RandomState};
+        let mine = format!("{:016x}", RandomState::new().hash_one(now_ms()));
+        let pipeline = client.pipeline();
+        let read = async {
+            let _: () = pipeline
+                .set(self.key.as_str(), mine.as_str(), None, Some(SetOptions::NX), false)
+                .await?;
+            let _: () = pipeline.get(self.key.as_str()).await?;
+            let replies: Vec<Value> = pipeline.all().await?;
+            Ok::<_, RedisError>(replies.get(1).and_then(|v| v.as_string()))
+        };
+        let current = match read.await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the redis data marker failed");
+                return;
+            }
+        };
+        let mut seen = self.seen.lock().await;
+        if let (Some(before), Some(now)) = (seen.as_ref(), current.as_ref())
+            && before != now
+        {
+            self.metrics.redis_data_loss(1);
+            tracing::error!(
+                marker = %self.key,
+                "redis lost its data (its marker key changed): every revocation written before is gone; \
+                 the last 60 s of this instance's are written again. Configure persistence (appendonly yes) \
+                 and replicas"
+            );
+        }
+        *seen = current;
     }
 }
 
