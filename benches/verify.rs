@@ -38,6 +38,7 @@ fn setup(alg: KeygenAlg, kid: &str) -> (TokenVerifier, String) {
             default_ttl: Duration::from_secs(900),
             max_ttl: Duration::from_secs(3600),
             refresh_ttl: Duration::from_secs(7200),
+            max_token_bytes: 8192,
         },
     );
     let verifier = TokenVerifier::new(
@@ -46,6 +47,7 @@ fn setup(alg: KeygenAlg, kid: &str) -> (TokenVerifier, String) {
             issuer: "revokd".into(),
             leeway: Duration::from_secs(30),
             max_token_bytes: 8192,
+            max_lifetime: Duration::from_secs(7200),
         },
     );
     let params = IssueParams {

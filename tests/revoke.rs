@@ -290,5 +290,8 @@ async fn an_outage_is_logged_once_a_second_not_once_a_request() {
         "{} warnings in {seconds} s: {warnings:#?}",
         warnings.len()
     );
-    assert!(warnings.iter().skip(1).all(|l| l.contains("suppressed")), "{warnings:#?}");
+    assert!(
+        warnings.iter().skip(1).all(|l| l.contains("suppressed")),
+        "{warnings:#?}"
+    );
 }
