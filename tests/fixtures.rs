@@ -1,10 +1,12 @@
-//! The test fixtures themselves: a Sentinel set fails over, a TLS Redis trusts
-//! only its own CA, and a silenced proxy holds bytes on open connections.
+//! The test fixtures themselves: a Sentinel set fails over, a Redis Cluster
+//! (and a Valkey one) fails over and grows, a TLS Redis trusts only its own
+//! CA, and a silenced proxy holds bytes on open connections.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::RedisCluster;
 use common::sentinel::SentinelSet;
 use common::tls::TlsRedis;
 use common::{RedisServer, TcpProxy};
@@ -74,6 +76,158 @@ async fn sentinel_set_replaces_a_killed_master() {
     );
     assert_eq!(set.master_port(), new);
 }
+
+/// Runs `$body(cluster, name)` on a Redis cluster and, if `VALKEY_SERVER` is
+/// set, a Valkey one.
+macro_rules! on_redis_and_valkey {
+    ($body:ident: $redis:ident, $valkey:ident) => {
+        #[test]
+        fn $redis() {
+            let t = Instant::now();
+            let cluster = RedisCluster::start();
+            eprintln!("redis cluster ready in {:?}", t.elapsed());
+            $body(cluster);
+        }
+
+        #[test]
+        fn $valkey() {
+            let t = Instant::now();
+            match RedisCluster::start_valkey() {
+                Some(cluster) => {
+                    eprintln!("valkey cluster ready in {:?}", t.elapsed());
+                    $body(cluster);
+                }
+                None => eprintln!("VALKEY_SERVER not set: skipped"),
+            }
+        }
+    };
+}
+
+/// Writes `k:0`, `k:1`, .. to their owners until every primary holds `per`
+/// of them; returns the keys with the primary each went to.
+fn spread_keys(cluster: &RedisCluster, per: usize) -> Vec<(String, u16)> {
+    let primaries = cluster.primaries();
+    let mut keys: Vec<(String, u16)> = Vec::new();
+    for i in 0.. {
+        let key = format!("k:{i}");
+        let owner = cluster.owner_of_key(&key);
+        if keys.iter().filter(|(_, o)| *o == owner).count() < per {
+            assert_eq!(cluster.cmd(owner, &["SET", &key, &key]).as_deref(), Some("+OK"));
+            keys.push((key, owner));
+        }
+        if primaries
+            .iter()
+            .all(|p| keys.iter().filter(|(_, o)| o == p).count() == per)
+        {
+            return keys;
+        }
+    }
+    unreachable!()
+}
+
+fn cluster_fails_over(mut cluster: RedisCluster) {
+    assert!(cluster.url().starts_with("redis-cluster://127.0.0.1:"));
+    assert_eq!(cluster.url().matches(',').count(), 2, "three seeds");
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    assert_eq!(cluster.replicas().len(), 3);
+    let keys = spread_keys(&cluster, 3);
+    // A node that does not serve the slot redirects.
+    let (key, owner) = &keys[0];
+    let other = *primaries.iter().find(|p| *p != owner).unwrap();
+    let moved = cluster.cmd(other, &["GET", key]).unwrap();
+    assert!(
+        moved.starts_with(&format!("-MOVED {} ", cluster.slot_of(key))),
+        "{moved}"
+    );
+
+    let victim = primaries[0];
+    let [replica] = cluster.replicas_of(victim)[..] else {
+        panic!("one replica of {victim}");
+    };
+    // Replicated before the kill (replication is asynchronous), so nothing is lost.
+    let dbsize = cluster.cmd(victim, &["DBSIZE"]);
+    let t = Instant::now();
+    while cluster.cmd(replica, &["DBSIZE"]) != dbsize {
+        assert!(t.elapsed() < Duration::from_secs(5), "{replica} never caught up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let t = Instant::now();
+    cluster.kill_primary(victim);
+    assert_eq!(cluster.cmd(victim, &["PING"]), None, "killed");
+    let promoted = cluster.wait_failover(victim, Duration::from_secs(20));
+    eprintln!(
+        "primary {victim} SIGKILLed: {promoted} serves its slots in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(promoted, replica);
+    assert!(!cluster.primaries().contains(&victim));
+    for (key, owner) in &keys {
+        let now = if *owner == victim { promoted } else { *owner };
+        assert_eq!(cluster.owner_of_key(key), now);
+        assert_eq!(cluster.cmd(now, &["GET", key]).as_deref(), Some(key.as_str()));
+    }
+    let (key, _) = keys.iter().find(|(_, o)| *o == victim).unwrap();
+    assert_eq!(cluster.cmd(promoted, &["SET", key, "again"]).as_deref(), Some("+OK"));
+
+    let t = Instant::now();
+    cluster.restart(victim);
+    eprintln!("{victim} restarted and back as a replica in {:?}", t.elapsed());
+    assert_eq!(cluster.replicas_of(promoted), vec![victim]);
+    assert_eq!(cluster.primaries().len(), 3);
+    assert_eq!(cluster.cmd(victim, &["DBSIZE"]), cluster.cmd(promoted, &["DBSIZE"]));
+}
+
+on_redis_and_valkey!(cluster_fails_over: redis_cluster_fails_over, valkey_cluster_fails_over);
+
+fn cluster_grows(mut cluster: RedisCluster) {
+    // Deterministic keys: which of them move depends only on the layout
+    // `--cluster create` and `--cluster reshard` choose, which is fixed.
+    let total = 2000;
+    for i in 0..total {
+        let key = format!("k:{i}");
+        let owner = cluster.owner_of_key(&key);
+        assert_eq!(cluster.cmd(owner, &["SET", &key, &key]).as_deref(), Some("+OK"));
+    }
+    let t = Instant::now();
+    let fourth = cluster.add_primary();
+    eprintln!("4th primary {fourth} added in {:?}", t.elapsed());
+    assert_eq!(cluster.primaries().len(), 4);
+    assert_eq!(cluster.slots_of(fourth), 0);
+
+    let t = Instant::now();
+    let reshard = cluster.reshard(fourth, 100);
+    // Reads keep being answered meanwhile (by the owner, or -ASK during a move).
+    let mut reads = 0;
+    while !cluster.reshard_finished(&reshard) {
+        let key = format!("k:{}", reads % total);
+        let owner = cluster.owner_of_key(&key);
+        let reply = cluster.cmd(owner, &["GET", &key]).unwrap();
+        assert!(
+            reply == key || reply.starts_with("-ASK") || reply.starts_with("-MOVED"),
+            "{reply}"
+        );
+        reads += 1;
+    }
+    cluster.wait_reshard(reshard);
+    eprintln!("100 slots resharded in {:?} ({reads} reads meanwhile)", t.elapsed());
+    assert_eq!(cluster.slots_of(fourth), 100);
+    let count = |port: u16| -> usize {
+        let n = cluster.cmd(port, &["DBSIZE"]).unwrap();
+        n.trim_start_matches(':').parse().unwrap()
+    };
+    let on_fourth = count(fourth);
+    assert!(on_fourth > 0, "keys moved with their slots");
+    assert_eq!(cluster.primaries().iter().map(|p| count(*p)).sum::<usize>(), total);
+    for i in (0..total).step_by(7) {
+        let key = format!("k:{i}");
+        let owner = cluster.owner_of_key(&key);
+        assert_eq!(cluster.cmd(owner, &["GET", &key]).as_deref(), Some(key.as_str()));
+    }
+    eprintln!("{on_fourth} of {total} keys now on {fourth}");
+}
+
+on_redis_and_valkey!(cluster_grows: redis_cluster_grows, valkey_cluster_grows);
 
 #[test]
 fn tls_redis_trusts_only_its_ca() {
