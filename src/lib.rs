@@ -27,6 +27,8 @@
 //!   served as Envoy's ext_authz ([`ext_authz`]) and as HTTP forward-auth
 //!   (`http_api`, the `--http-addr` listener).
 //! - [`admin`]: admin HTTP (`/healthz`, `/readyz`, `/metrics`).
+//! - [`http_serve`]: how the HTTP listeners are served: a connection cap,
+//!   header and connection-age deadlines.
 //! - [`server`]: bind, serve gRPC and admin, drain on shutdown.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
 //! - [`telemetry`]: logging setup.
@@ -44,6 +46,7 @@ pub mod config;
 pub mod error;
 pub mod ext_authz;
 pub mod http_api;
+pub mod http_serve;
 pub mod keys;
 pub mod metrics;
 pub(crate) mod prehashed;

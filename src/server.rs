@@ -18,6 +18,7 @@ use crate::cache::VerifiedTokenCache;
 use crate::config::{ConfigError, RevocationCheck, ServeConfig};
 use crate::error::StoreError;
 use crate::ext_authz::{AuthorizationServer, ExtAuthz};
+use crate::http_serve::Limits;
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
@@ -227,6 +228,19 @@ async fn connect_redis(
     Ok((store, background))
 }
 
+/// The gRPC server settings of both gRPC listeners: bounded streams per
+/// connection and header lists, HTTP/2 keepalive pings (a peer that
+/// vanished without closing is dropped), TCP keepalive. Messages are capped
+/// at tonic's 4 MiB decoding limit (a 10 MiB request is refused).
+fn grpc_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(256))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+}
+
 /// A server with its listeners bound, ready to [`Server::run`].
 pub struct Server {
     config: ServeConfig,
@@ -343,7 +357,7 @@ impl Server {
         };
 
         let authz_health = health_service.clone();
-        let grpc_server = tonic::transport::Server::builder()
+        let grpc_server = grpc_builder()
             .add_service(health_service)
             .add_service(reflection)
             .add_service(TokenServiceServer::new(TokenGrpcService::new(
@@ -358,7 +372,7 @@ impl Server {
             );
         // Check and health only: what a proxy outside the pod may reach.
         let authz_server = self.authz.map(|listener| {
-            tonic::transport::Server::builder()
+            grpc_builder()
                 .add_service(authz_health)
                 .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
                 .serve_with_incoming_shutdown(
@@ -366,15 +380,19 @@ impl Server {
                     stopped(stop_rx.clone()),
                 )
         });
-        let http_server = axum::serve(self.http, crate::http_api::router(authorizer.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let http_server = crate::http_serve::serve(
+            self.http,
+            crate::http_api::router(authorizer.clone()),
+            Limits::API,
+            stopped(stop_rx.clone()),
+        );
         let admin_router = admin::router(AdminState {
             store: self.store.clone(),
             keys: self.keys.clone(),
             metrics: self.metrics.clone(),
             prometheus: self.prometheus.clone(),
         });
-        let admin_server = axum::serve(self.admin, admin_router).with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin_server = crate::http_serve::serve(self.admin, admin_router, Limits::ADMIN, stopped(stop_rx.clone()));
 
         let watcher = match &self.config.keys_dir {
             Some(dir) if !self.config.keys_reload_interval.is_zero() => {

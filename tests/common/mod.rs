@@ -396,6 +396,10 @@ impl Write for LogWriter {
 pub struct RevokdProcess {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The HTTP API listener (forward-auth).
+    pub http_addr: Option<SocketAddr>,
+    /// The ext_authz-only gRPC listener, when `--authz-addr` was given.
+    pub authz_addr: Option<SocketAddr>,
     child: Child,
     /// Its log (JSON lines), with [`RevokdProcess::spawn_logged`].
     log: Option<Log>,
@@ -442,14 +446,17 @@ impl RevokdProcess {
                 log.push(line);
             }
         };
-        let (grpc, admin) = loop {
+        let (grpc, admin, http, authz) = loop {
             let line = lines.next().expect("revokd logs its addresses").unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
             keep_line(line);
             if v["message"] == "revokd serving" {
+                let addr = |name: &str| v[name].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
                 break (
-                    v["grpc_addr"].as_str().unwrap().parse().unwrap(),
-                    v["admin_addr"].as_str().unwrap().parse().unwrap(),
+                    addr("grpc_addr").unwrap(),
+                    addr("admin_addr").unwrap(),
+                    addr("http_addr"),
+                    addr("authz_addr"),
                 );
             }
         };
@@ -458,6 +465,8 @@ impl RevokdProcess {
         RevokdProcess {
             grpc_addr: grpc,
             admin_addr: admin,
+            http_addr: http,
+            authz_addr: authz,
             child,
             log,
             drain: Some(drain),
