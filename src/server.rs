@@ -415,8 +415,8 @@ impl Server {
             None => tracing::info!(%grpc_addr, %admin_addr, %http_addr, store = self.store.kind(), "revokd serving"),
         }
         let mut grpc_task = tokio::spawn(grpc_server);
-        let mut admin_task = tokio::spawn(async move { admin_server.await });
-        let mut http_task = tokio::spawn(async move { http_server.await });
+        let mut admin_task = tokio::spawn(admin_server);
+        let mut http_task = tokio::spawn(http_server);
         let mut authz_task = tokio::spawn(async move {
             match authz_server {
                 Some(server) => server.await.map_err(|e| e.to_string()),
