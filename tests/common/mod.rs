@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod edge;
 pub mod resp;
 pub mod rpc;
 pub mod sentinel;
