@@ -35,6 +35,7 @@
 //! - [`client`]: the `revokd token` command line client.
 //! - [`proto`]: generated code; request decoding (`TryFrom`) and answer
 //!   encoding (`From`) for every RPC.
+//! - `fuzzing`: the bodies of the fuzz targets (`fuzz/`), replayed by a test.
 
 pub(crate) mod admin;
 pub mod authority;
@@ -45,6 +46,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod ext_authz;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http_api;
 pub mod http_serve;
 pub mod keys;

@@ -297,7 +297,9 @@ fn numeric_date(v: &Value) -> Option<i64> {
     }
 }
 
-fn parse_claims(payload: &[u8]) -> Option<Claims> {
+/// Parses a token's payload (JSON) into claims; `None` if required claims
+/// are missing or of the wrong type.
+pub fn parse_claims(payload: &[u8]) -> Option<Claims> {
     let mut map: Map<String, Value> = serde_json::from_slice(payload).ok()?;
     let string = |v: Option<Value>| -> Option<String> {
         match v {

@@ -233,12 +233,7 @@ impl KeyRing {
                 path: shown.clone(),
                 source,
             })?;
-            let (v, s) = if ext == "pem" {
-                pem::parse_pem_key(&kid, &bytes, &shown)?
-            } else {
-                let (v, s) = hmac_key(&kid, &bytes, &shown)?;
-                (v, Some(s))
-            };
+            let (v, s) = parse_key_file(&kid, ext, &bytes, &shown)?;
             if verifying.contains_key(&kid) {
                 return Err(KeyError::Set(format!(
                     "kid {kid:?} is defined twice in {}",
@@ -301,6 +296,22 @@ pub fn alg_name(alg: Algorithm) -> &'static str {
         Algorithm::EdDSA => "EdDSA",
         // jsonwebtoken's enum is non-exhaustive; no key of ours has another algorithm.
         _ => "unsupported",
+    }
+}
+
+/// One key file's contents: `ext` `pem` (a public or private key) or
+/// `secret` (an HMAC secret); `shown` names it in errors.
+pub fn parse_key_file(
+    kid: &str,
+    ext: &str,
+    bytes: &[u8],
+    shown: &str,
+) -> Result<(VerifyingKey, Option<SigningKey>), KeyError> {
+    if ext == "pem" {
+        pem::parse_pem_key(kid, bytes, shown)
+    } else {
+        let (v, s) = hmac_key(kid, bytes, shown)?;
+        Ok((v, Some(s)))
     }
 }
 
