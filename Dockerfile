@@ -29,5 +29,6 @@ COPY --from=build /out/revokd /revokd
 USER 65532:65532
 # 9464: admin HTTP (/healthz, /readyz, /metrics, /.well-known/jwks.json).
 # 50051: gRPC, bound to 127.0.0.1 by default (only containers in the same pod).
-EXPOSE 9464 50051
+# 50052: HTTP API (forward-auth), bound to 127.0.0.1 by default.
+EXPOSE 9464 50051 50052
 ENTRYPOINT ["/revokd", "serve"]
