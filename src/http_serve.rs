@@ -1,7 +1,9 @@
-//! Serving an HTTP listener (admin, HTTP API) with limits a hostile or broken
-//! client cannot get around: a connection cap per listener (so a flood of one
-//! listener never takes the file descriptors or tasks another needs: the
-//! kubelet's probes keep their answers), a deadline to send a request's
+//! Serving the listeners with limits a hostile or broken client cannot get
+//! around: a connection cap per listener, sized from the process's file
+//! descriptor limit ([`Caps`]), so a flood of one listener never takes the
+//! descriptors another needs (the kubelet's probes keep their answers; the
+//! gRPC listeners are capped too, [`capped_incoming`]); and, on the HTTP
+//! listeners (admin, HTTP API), a deadline to send a request's
 //! headers (a slow-header client is cut), and a maximum connection age (an
 //! idle keep-alive connection does not hold its slot for ever). HTTP/1.1
 //! only, as every caller of these listeners speaks it.
@@ -16,7 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// What one listener allows.
+/// What one HTTP listener allows.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections open at once; more wait in the kernel's backlog.
@@ -30,17 +32,22 @@ pub struct Limits {
 
 impl Limits {
     /// The admin listener: probes and scrapes, a handful of clients.
-    pub const ADMIN: Limits = Limits {
-        max_connections: 128,
-        header_read_timeout: Duration::from_secs(5),
-        max_connection_age: Duration::from_secs(300),
-    };
+    pub fn admin(caps: Caps) -> Self {
+        Limits {
+            max_connections: caps.admin,
+            header_read_timeout: Duration::from_secs(5),
+            max_connection_age: Duration::from_secs(300),
+        }
+    }
+
     /// The HTTP API listener: a proxy's connection pool.
-    pub const API: Limits = Limits {
-        max_connections: 1024,
-        header_read_timeout: Duration::from_secs(5),
-        max_connection_age: Duration::from_secs(600),
-    };
+    pub fn api(caps: Caps) -> Self {
+        Limits {
+            max_connections: caps.api,
+            header_read_timeout: Duration::from_secs(5),
+            max_connection_age: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown`, then lets
@@ -103,4 +110,138 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// The soft limit on open file descriptors (`RLIMIT_NOFILE`), from
+/// `/proc/self/limits`; 1,024 (the usual default) where it cannot be read.
+pub fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(1024)
+}
+
+/// The connection caps of the three kinds of listener, sized so that all of
+/// them full still leave descriptors for Redis, the key files and the admin
+/// listener's probes: admin 64, HTTP API a quarter of the limit (at most
+/// 1,024), each gRPC listener a quarter (at most 4,096).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// The admin listener.
+    pub admin: usize,
+    /// The HTTP API listener.
+    pub api: usize,
+    /// Each gRPC listener.
+    pub grpc: usize,
+}
+
+impl Caps {
+    /// For a process allowed `fd_limit` descriptors.
+    pub fn for_fd_limit(fd_limit: usize) -> Self {
+        let quarter = (fd_limit / 4).max(16);
+        Caps {
+            admin: 64,
+            api: quarter.min(1024),
+            grpc: quarter.min(4096),
+        }
+    }
+}
+
+/// A connection that holds its listener's slot until it closes.
+#[derive(Debug)]
+pub struct Capped {
+    stream: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for Capped {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for Capped {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// The connections of a gRPC listener, at most `cap` open at once (the rest
+/// wait in the kernel's backlog), with Nagle off.
+pub fn capped_incoming(
+    listener: TcpListener,
+    cap: usize,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<Capped>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let slots = Arc::new(Semaphore::new(cap));
+    tokio::spawn(async move {
+        loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+                _ = tx.closed() => return,
+            };
+            let stream = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = tx.closed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            if tx.send(Ok(Capped { stream, _slot: slot })).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -18,7 +18,7 @@ use crate::cache::VerifiedTokenCache;
 use crate::config::{ConfigError, RevocationCheck, ServeConfig};
 use crate::error::StoreError;
 use crate::ext_authz::{AuthorizationServer, ExtAuthz};
-use crate::http_serve::Limits;
+use crate::http_serve::{Caps, Limits, capped_incoming};
 use crate::keys::{KeyError, KeyRing};
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenServiceServer;
@@ -340,6 +340,9 @@ impl Server {
         let authz_addr = self.authz_addr();
         let grace = self.config.shutdown_grace;
         let authorizer = Authorizer::new(self.authority.clone(), self.metrics.clone());
+        let fd_limit = crate::http_serve::fd_limit();
+        let caps = Caps::for_fd_limit(fd_limit);
+        tracing::debug!(fd_limit, ?caps, "connection caps");
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenGrpcService>>().await;
@@ -366,8 +369,8 @@ impl Server {
             )))
             .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
             .serve_with_incoming_shutdown(
-                // Small unary replies must not wait for Nagle's algorithm.
-                tonic::transport::server::TcpIncoming::from(self.grpc).with_nodelay(Some(true)),
+                // Capped, and Nagle off: small unary replies must not wait.
+                capped_incoming(self.grpc, caps.grpc),
                 stopped(stop_rx.clone()),
             );
         // Check and health only: what a proxy outside the pod may reach.
@@ -375,15 +378,12 @@ impl Server {
             grpc_builder()
                 .add_service(authz_health)
                 .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    stopped(stop_rx.clone()),
-                )
+                .serve_with_incoming_shutdown(capped_incoming(listener, caps.grpc), stopped(stop_rx.clone()))
         });
         let http_server = crate::http_serve::serve(
             self.http,
             crate::http_api::router(authorizer.clone()),
-            Limits::API,
+            Limits::api(caps),
             stopped(stop_rx.clone()),
         );
         let admin_router = admin::router(AdminState {
@@ -392,7 +392,8 @@ impl Server {
             metrics: self.metrics.clone(),
             prometheus: self.prometheus.clone(),
         });
-        let admin_server = crate::http_serve::serve(self.admin, admin_router, Limits::ADMIN, stopped(stop_rx.clone()));
+        let admin_server =
+            crate::http_serve::serve(self.admin, admin_router, Limits::admin(caps), stopped(stop_rx.clone()));
 
         let watcher = match &self.config.keys_dir {
             Some(dir) if !self.config.keys_reload_interval.is_zero() => {

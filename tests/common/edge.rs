@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,13 +119,7 @@ pub struct Envoy {
 
 impl Envoy {
     /// `authz`: revokd's gRPC address serving Check; `upstream`: the echo.
-    pub async fn start(
-        binary: &std::path::Path,
-        authz: SocketAddr,
-        upstream: SocketAddr,
-        failure_mode_allow: bool,
-    ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+    pub async fn start(binary: &Path, authz: SocketAddr, upstream: SocketAddr, failure_mode_allow: bool) -> Self {
         let config = format!(
             r#"
 admin:
@@ -187,11 +181,56 @@ static_resources:
             authz_port = authz.port(),
             up_port = upstream.port(),
         );
+        Self::run(binary, &config).await
+    }
+
+    /// A config shipped in `deploy/edge/envoy/` (`file`), its fixed addresses
+    /// moved: admin and listener to loopback port 0, revokd (50051 gRPC,
+    /// 50052 HTTP) to `revokd`, the app (8080) to `upstream`. Panics when an
+    /// address it moves is no longer in the file, so the test never silently
+    /// drives a config other than the shipped one.
+    pub async fn shipped(binary: &Path, file: &str, revokd: SocketAddr, upstream: SocketAddr) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/edge/envoy")
+            .join(file);
+        let mut config = std::fs::read_to_string(&path).unwrap();
+        let (r, u) = (revokd.port(), upstream.port());
+        for (from, to) in [
+            (
+                "address: 127.0.0.1, port_value: 9901",
+                "address: 127.0.0.1, port_value: 0".to_owned(),
+            ),
+            (
+                "address: 0.0.0.0, port_value: 8000",
+                "address: 127.0.0.1, port_value: 0".to_owned(),
+            ),
+            ("port_value: 8080", format!("port_value: {u}")),
+        ] {
+            assert!(config.contains(from), "{} no longer has `{from}`", path.display());
+            config = config.replace(from, &to);
+        }
+        let revokd_ports = ["port_value: 50051", "port_value: 50052"];
+        assert!(
+            revokd_ports.iter().any(|p| config.contains(p)),
+            "{} no longer points at revokd on 50051 or 50052",
+            path.display()
+        );
+        for from in revokd_ports {
+            config = config.replace(from, &format!("port_value: {r}"));
+        }
+        config = config.replace("http://127.0.0.1:50052", &format!("http://127.0.0.1:{r}"));
+        Self::run(binary, &config).await
+    }
+
+    /// Runs Envoy on `config` (YAML with exactly one listener) and waits
+    /// until that listener is bound, its port read from the admin API.
+    pub async fn run(binary: &Path, config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("envoy.yaml");
         std::fs::write(&conf, config).unwrap();
         let admin_path = dir.path().join("admin");
         let log = dir.path().join("envoy.log");
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("-c")
             .arg(&conf)
             .args([
@@ -209,9 +248,10 @@ static_resources:
             .expect("spawn envoy");
         let deadline = Instant::now() + Duration::from_secs(20);
         let port = loop {
+            let exited = child.try_wait().unwrap();
             assert!(
-                Instant::now() < deadline,
-                "envoy did not come up: {}",
+                exited.is_none() && Instant::now() < deadline,
+                "envoy did not come up ({exited:?}): {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
             );
             if let Ok(admin) = std::fs::read_to_string(&admin_path)
@@ -243,8 +283,11 @@ impl Drop for Envoy {
     }
 }
 
-/// A real nginx: `auth_request` to revokd's `/authz/check`, the identity
-/// headers copied to the echo upstream, client-sent `X-Jwt-*` cleared.
+/// A real nginx running the shipped auth_request snippet
+/// (`deploy/edge/nginx/revokd-auth.conf`, revokd's and the app's addresses
+/// moved): `auth_request` to revokd's `/authz/check`, revokd's identity
+/// headers set on the request to the echo upstream (replacing a client's own
+/// of those names; other client `X-Jwt-*` headers are not removed).
 pub struct Nginx {
     pub addr: SocketAddr,
     child: Child,
@@ -256,7 +299,7 @@ impl Nginx {
     pub async fn start(authz_http: SocketAddr, upstream: SocketAddr) -> Option<Self> {
         let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
-            .find(|p| std::path::Path::new(p).is_file());
+            .find(|p| Path::new(p).is_file());
         let Some(binary) = binary else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -265,7 +308,15 @@ impl Nginx {
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/edge/nginx/revokd-auth.conf");
+        let mut snippet = std::fs::read_to_string(&shipped).unwrap();
+        for (from, to) in [("127.0.0.1:50052", authz_http), ("127.0.0.1:8080", upstream)] {
+            assert!(snippet.contains(from), "{} no longer has `{from}`", shipped.display());
+            snippet = snippet.replace(from, &to.to_string());
+        }
+        std::fs::write(dir.path().join("revokd-auth.conf"), snippet).unwrap();
         let d = dir.path().display();
+        // nginx cannot listen on port 0: a port free a moment ago.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -288,35 +339,21 @@ http {{
   scgi_temp_path {d}/scgi;
   server {{
     listen 127.0.0.1:{port};
-    location / {{
-      auth_request /_revokd;
-      auth_request_set $jwt_subject $upstream_http_x_jwt_subject;
-      auth_request_set $jwt_id $upstream_http_x_jwt_id;
-      auth_request_set $jwt_session $upstream_http_x_jwt_session_id;
-      proxy_set_header X-Jwt-Subject $jwt_subject;
-      proxy_set_header X-Jwt-Id $jwt_id;
-      proxy_set_header X-Jwt-Session-Id $jwt_session;
-      proxy_pass http://127.0.0.1:{up};
-    }}
-    location = /_revokd {{
-      internal;
-      proxy_pass http://127.0.0.1:{authz}/authz/check;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-    }}
+    include {d}/revokd-auth.conf;
   }}
 }}
-"#,
-            up = upstream.port(),
-            authz = authz_http.port(),
+"#
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = Command::new(binary)
+        let error_log = dir.path().join("error.log");
+        let mut child = Command::new(binary)
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
             .arg(dir.path().join("nginx.conf"))
+            // The log before the config is read too (not /var/log/nginx).
+            .arg("-e")
+            .arg(&error_log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -324,7 +361,12 @@ http {{
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "nginx did not come up");
+            let exited = child.try_wait().unwrap();
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "nginx did not come up ({exited:?}): {}",
+                std::fs::read_to_string(&error_log).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Some(Nginx { addr, child, _dir: dir })

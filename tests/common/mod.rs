@@ -419,9 +419,28 @@ impl RevokdProcess {
         Self::start(args, Some(Log::default()))
     }
 
+    /// [`RevokdProcess::spawn`] allowed at most `nofile` open file
+    /// descriptors (through util-linux `prlimit`).
+    pub fn spawn_with_fd_limit(args: &[&str], nofile: u32) -> Self {
+        Self::start_with(args, None, Some(nofile))
+    }
+
     fn start(args: &[&str], log: Option<Log>) -> Self {
+        Self::start_with(args, log, None)
+    }
+
+    fn start_with(args: &[&str], log: Option<Log>, nofile: Option<u32>) -> Self {
         use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_revokd"))
+        let bin = env!("CARGO_BIN_EXE_revokd");
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = command
             .args([
                 "serve",
                 "--grpc-addr",
