@@ -50,6 +50,35 @@ impl Limits {
     }
 }
 
+/// Waits for a free slot of `slots`, then accepts a connection on
+/// `listener` (Nagle off); `None` once `stop` completes. An accept error (out
+/// of file descriptors, say) is logged and retried after a pause, not spun on.
+async fn accept_within(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+    mut stop: impl Future<Output = ()> + Unpin,
+) -> Option<(tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let slot = tokio::select! {
+        s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+        _ = &mut stop => return None,
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, slot));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut stop => return None,
+        }
+    }
+}
+
 /// Serves `router` on `listener` within `limits` until `shutdown`, then lets
 /// the requests in flight finish (the caller bounds how long).
 pub async fn serve(
@@ -64,23 +93,9 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = &mut shutdown => break,
+        let Some((stream, permit)) = accept_within(&listener, &permits, &mut shutdown).await else {
+            break;
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, say: wait instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let mut stop = stop_rx.clone();
         connections.spawn(async move {
@@ -222,22 +237,10 @@ pub fn capped_incoming(
     let slots = Arc::new(Semaphore::new(cap));
     tokio::spawn(async move {
         loop {
-            let slot = tokio::select! {
-                s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
-                _ = tx.closed() => return,
+            let closed = std::pin::pin!(tx.closed());
+            let Some((stream, slot)) = accept_within(&listener, &slots, closed).await else {
+                return;
             };
-            let stream = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = tx.closed() => return,
-            };
-            let _ = stream.set_nodelay(true);
             if tx.send(Ok(Capped { stream, _slot: slot })).await.is_err() {
                 return;
             }
