@@ -1,7 +1,8 @@
 //! The HTTP listeners under hostile clients: a client that never finishes
 //! its request headers is cut after the header deadline (5 s), and the admin
 //! listener's probes keep answering while another listener is flooded with
-//! idle connections.
+//! idle connections, even when the process may open only a few hundred
+//! descriptors.
 
 mod common;
 
@@ -63,4 +64,56 @@ async fn probes_answer_while_another_listener_is_flooded() {
         assert!(started.elapsed() < Duration::from_secs(2));
     }
     drop(flood);
+}
+
+/// Opens up to `n` idle connections to `addr`, stopping at the first that
+/// the kernel does not complete within 500 ms (its backlog full).
+fn flood(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map_while(|_| TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok())
+        .collect()
+}
+
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_stay_within_a_small_descriptor_limit() {
+    // 256 descriptors: every listener is capped at 64 connections, so all of
+    // them flooded at once still leave room for the probes.
+    const LIMIT: usize = 256;
+    let p = RevokdProcess::spawn_with_fd_limit(&[], LIMIT as u32);
+    let (grpc, http) = (p.grpc_addr, p.http_addr.expect("an HTTP API listener"));
+    let floods = tokio::task::spawn_blocking(move || (flood(grpc, 300), flood(http, 300)))
+        .await
+        .unwrap();
+    assert!(
+        floods.0.len() > 64 && floods.1.len() > 64,
+        "flooded {} + {}",
+        floods.0.len(),
+        floods.1.len()
+    );
+    for path in ["/healthz", "/readyz"] {
+        let (code, _) = tokio::time::timeout(Duration::from_secs(2), http_get(p.admin_addr, path))
+            .await
+            .unwrap_or_else(|_| panic!("{path} did not answer within 2 s under the flood"));
+        assert_eq!(code, 200, "{path}");
+    }
+    let open = open_descriptors(p.pid());
+    assert!(open < LIMIT - 16, "{open} descriptors open of {LIMIT}");
+    // The flood gone, the gRPC API answers again.
+    drop(floods);
+    let mut client = tokio::time::timeout(Duration::from_secs(10), p.client())
+        .await
+        .expect("gRPC connects");
+    let token = tokio::time::timeout(Duration::from_secs(10), common::rpc::issue_token(&mut client, "alice"))
+        .await
+        .expect("gRPC answers after the flood");
+    assert_eq!(
+        common::rpc::verify(&mut client, &token).await,
+        Ok(revokd::proto::v1::Verdict::Valid)
+    );
 }

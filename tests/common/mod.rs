@@ -493,6 +493,11 @@ impl RevokdProcess {
         }
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its log: with [`RevokdProcess::spawn_logged`], the lines so far, and
     /// after [`RevokdProcess::terminate`] all of them.
     pub fn log(&self) -> Log {
