@@ -17,7 +17,7 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// revokd: issues, verifies and revokes JWTs over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "revokd", version, about)]
+#[command(name = "revokd", version = crate::VERSION, about)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -31,8 +31,14 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Write a new key file into a keys directory.
     Keygen(KeygenArgs),
-    /// A small gRPC client for operators and demos.
+    /// Issue, verify and revoke tokens on a running revokd.
     Token(TokenArgs),
+    /// Log in, refresh and log out sessions on a running revokd.
+    Session(SessionArgs),
+    /// Print the public keys (JWK Set) of a running revokd.
+    Jwks(Endpoint),
+    /// Is a running revokd healthy: gRPC, store, mirror, keys. Exits 1 unless ready.
+    Status(StatusArgs),
 }
 
 /// Parses a duration such as `30s`, `15m` or `1h 30m`.
@@ -326,12 +332,20 @@ pub struct KeygenArgs {
     pub out: PathBuf,
 }
 
+/// Where a running revokd answers: `--addr` for gRPC.
+#[derive(Debug, Clone, Args)]
+pub struct Endpoint {
+    /// gRPC address of a running revokd: `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long, env = "REVOKD_ADDR", default_value = "127.0.0.1:50051", global = true)]
+    pub addr: String,
+}
+
 /// Arguments of `revokd token`.
 #[derive(Debug, Clone, Args)]
 pub struct TokenArgs {
-    /// gRPC address of a running revokd.
-    #[arg(long, env = "REVOKD_ADDR", default_value = "http://127.0.0.1:50051")]
-    pub addr: String,
+    /// Where revokd answers.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
     /// What to do.
     #[command(subcommand)]
     pub action: TokenAction,
@@ -352,7 +366,7 @@ pub enum TokenAction {
         #[arg(long)]
         audience: Vec<String>,
     },
-    /// Verify a token and print the verdict and claims.
+    /// Verify a token and print the verdict and claims; exits 1 unless VALID.
     Verify {
         /// The token.
         token: String,
@@ -368,8 +382,75 @@ pub enum TokenAction {
         /// A token id instead of a token.
         #[arg(long)]
         jti: Option<String>,
-        /// Why.
+        /// Why, for the audit log.
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Log a subject out everywhere: revoke every token issued to it until now.
+    RevokeSubject {
+        /// The subject (`sub`).
+        subject: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Arguments of `revokd session`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionArgs {
+    /// Where revokd answers.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// What to do.
+    #[command(subcommand)]
+    pub action: SessionAction,
+}
+
+/// The `revokd session` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionAction {
+    /// Log in: a new session, its access and refresh tokens.
+    Login {
+        /// The subject (`sub`).
+        #[arg(long)]
+        subject: String,
+        /// Audience; repeat for several.
+        #[arg(long)]
+        audience: Vec<String>,
+        /// Lifetime of the access token, e.g. 15m.
+        #[arg(long, value_parser = parse_duration)]
+        access_ttl: Option<Duration>,
+        /// Lifetime of the refresh token, e.g. 7d.
+        #[arg(long, value_parser = parse_duration)]
+        refresh_ttl: Option<Duration>,
+    },
+    /// Trade a refresh token for a new pair (the old one is then spent).
+    Refresh {
+        /// The refresh token.
+        refresh_token: String,
+    },
+    /// Log a session out: by any of its tokens, or by --session-id.
+    Logout {
+        /// An access or refresh token of the session.
+        #[arg(required_unless_present = "session_id", conflicts_with = "session_id")]
+        token: Option<String>,
+        /// The session id instead of a token.
+        #[arg(long)]
+        session_id: Option<String>,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Arguments of `revokd status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Where revokd answers gRPC.
+    #[command(flatten)]
+    pub endpoint: Endpoint,
+    /// Admin HTTP address of the same revokd (readiness, metrics): `HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long, env = "REVOKD_ADMIN_URL", default_value = "127.0.0.1:9464")]
+    pub admin: String,
 }

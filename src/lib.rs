@@ -37,6 +37,13 @@
 //!   encoding (`From`) for every RPC.
 //! - `fuzzing`: the bodies of the fuzz targets (`fuzz/`), replayed by a test.
 
+/// The commit revokd was built from (`REVOKD_GIT_SHA` at build time, else
+/// `git`), or "unknown".
+pub const GIT_SHA: &str = env!("REVOKD_GIT_SHA");
+
+/// What `revokd --version` prints after the name: the crate version and the commit.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("REVOKD_GIT_SHA"), ")");
+
 pub(crate) mod admin;
 pub mod authority;
 pub mod authz;

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use revokd::client;
 use revokd::config::{Cli, Command, EXIT_USAGE};
 
 fn usage_error(message: &str) -> ExitCode {
@@ -19,12 +20,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            return usage_error(first.trim_start_matches("error: "));
+            // In full: what is wrong, what was expected, the usage line.
+            let _ = e.print();
+            return ExitCode::from(EXIT_USAGE as u8);
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -66,14 +64,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Token(args) => runtime.block_on(async {
-            match revokd::client::run(args).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("revokd token: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }),
+        Command::Token(args) => runtime.block_on(client("token", client::token(args))),
+        Command::Session(args) => runtime.block_on(client("session", client::session(args))),
+        Command::Jwks(endpoint) => runtime.block_on(client("jwks", client::jwks(endpoint))),
+        Command::Status(args) => runtime.block_on(client("status", client::status(args))),
+    }
+}
+
+/// Runs a client command: its answer as the exit status, an error in full on stderr.
+async fn client(
+    command: &str,
+    run: impl std::future::Future<Output = Result<client::Answer, client::CliError>>,
+) -> ExitCode {
+    match run.await {
+        Ok(client::Answer::Yes) => ExitCode::SUCCESS,
+        Ok(client::Answer::No) => ExitCode::from(client::EXIT_NO),
+        Err(e) => {
+            eprintln!("revokd {command}: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }

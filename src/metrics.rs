@@ -158,7 +158,7 @@ impl Metrics {
         gauge!(
             "revokd_build_info",
             "version" => env!("CARGO_PKG_VERSION"),
-            "git_sha" => option_env!("REVOKD_GIT_SHA").unwrap_or("unknown")
+            "git_sha" => crate::GIT_SHA
         )
         .set(1.0);
         Metrics(Arc::new(Inner {

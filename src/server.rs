@@ -347,11 +347,15 @@ impl Server {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<TokenServiceServer<TokenGrpcService>>().await;
         health.set_serving::<AuthorizationServer<ExtAuthz>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| StartError::Serve(format!("reflection: {e}")))?;
+        // Reflection v1, and v1alpha for grpcurl before 1.9 and Python's reflection client.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_error = |e| StartError::Serve(format!("reflection: {e}"));
+        let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+        let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
 
         // One shutdown signal fans out to both servers.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -362,7 +366,8 @@ impl Server {
         let authz_health = health_service.clone();
         let grpc_server = grpc_builder()
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(TokenServiceServer::new(TokenGrpcService::new(
                 self.authority.clone(),
                 self.metrics.clone(),
