@@ -15,6 +15,7 @@
 //! Refresh-token rotation needs one atomic step: [`RevocationStore::rotate_refresh`].
 
 pub mod cluster;
+pub mod diagnose;
 pub mod journal;
 pub mod memory;
 pub mod mirror;

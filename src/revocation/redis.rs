@@ -65,6 +65,10 @@ pub struct RedisStore {
     /// a late one could leave this stale: past [`STALE_DROP_MS`] fred's state
     /// is trusted again.
     dropped_at_ms: Arc<AtomicI64>,
+    /// Where (the target with its password redacted) and why the last
+    /// connection attempt failed; `None` while connected.
+    target: String,
+    last_error: Arc<std::sync::Mutex<Option<String>>>,
     /// What this process acknowledged recently, written again after a reconnect.
     journal: AckJournal,
     metrics: Metrics,
@@ -141,17 +145,28 @@ impl RedisStore {
         let dropped_at_ms = Arc::new(AtomicI64::new(now_ms()));
         let flag = dropped_at_ms.clone();
         let m = metrics.clone();
+        let last_error = Arc::new(std::sync::Mutex::new(None::<String>));
+        let last = last_error.clone();
+        let where_ = target.to_string();
+        let tls = target.uses_tls();
         client.on_error(move |(error, server)| {
             let flag = flag.clone();
             let m = m.clone();
+            // Said once per distinct cause, not once per reconnect attempt.
+            let cause = super::diagnose::cause(&error, tls);
+            let changed = last.lock().unwrap().replace(cause.clone()).as_ref() != Some(&cause);
+            if changed {
+                let server = server.as_ref().map(|s| s.to_string()).unwrap_or_default();
+                tracing::warn!(redis = %where_, server = %server, cause = %cause, "redis connection failed");
+            }
             async move {
                 m.store_error("connection");
                 // With a server: an established connection dropped. Without one: a
                 // failed reconnect attempt, while fred already reads disconnected; such
                 // an event can be handled after the next successful reconnect, so it
                 // must not clear the flag.
-                if server.is_some() && flag.swap(now_ms(), Ordering::SeqCst) == 0 {
-                    tracing::warn!(error = %error, "redis connection lost");
+                if server.is_some() {
+                    flag.store(now_ms(), Ordering::SeqCst);
                 }
                 Ok(())
             }
@@ -160,7 +175,9 @@ impl RedisStore {
         // One node (or Sentinel's master): a marker key tells a Redis that lost its data.
         let marker = (!target.is_cluster()).then(|| Arc::new(DataMarker::new(prefix, metrics.clone())));
         let marker_client = client.clone();
+        let last = last_error.clone();
         client.on_reconnect(move |server| {
+            last.lock().unwrap().take();
             let flag = flag.clone();
             let m = metrics.clone();
             let marker = marker.clone();
@@ -183,8 +200,20 @@ impl RedisStore {
             async { Ok(()) }
         });
         let _task = client.connect();
-        if tokio::time::timeout(timeout, client.wait_for_connect()).await.is_err() {
-            tracing::warn!("redis not reachable yet; serving UNAVAILABLE until it is");
+        let first = tokio::time::timeout(timeout, client.wait_for_connect()).await;
+        if let Ok(Err(e)) = &first {
+            last_error
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| super::diagnose::cause(e, target.uses_tls()));
+        }
+        if !matches!(first, Ok(Ok(()))) {
+            let cause = last_error
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| "no answer yet".into());
+            tracing::warn!(redis = %target, cause = %cause, "redis not reachable yet; serving UNAVAILABLE until it is");
         }
         if min_replica_acks > 0 {
             let _ = tokio::time::timeout(timeout, writer.wait_for_connect()).await;
@@ -202,6 +231,8 @@ impl RedisStore {
                 ..Default::default()
             },
             dropped_at_ms,
+            target: target.to_string(),
+            last_error,
             journal: AckJournal::default(),
             metrics: store_metrics,
         });
@@ -336,7 +367,7 @@ impl RedisStore {
             ));
         }
         if self.min_replica_acks > 0 && !self.writer.is_connected() {
-            return Err(StoreError::Unavailable("not connected to redis".into()));
+            return Err(self.not_connected());
         }
         Ok(())
     }
@@ -409,7 +440,15 @@ impl RedisStore {
         if dropped == 0 || (now_ms() - dropped > STALE_DROP_MS && self.client.is_connected()) {
             Ok(())
         } else {
-            Err(StoreError::Unavailable("not connected to redis".into()))
+            Err(self.not_connected())
+        }
+    }
+
+    /// UNAVAILABLE, saying where and, if known, why.
+    fn not_connected(&self) -> StoreError {
+        match self.last_error.lock().unwrap().as_deref() {
+            Some(cause) => StoreError::Unavailable(format!("not connected to redis at {}: {cause}", self.target)),
+            None => StoreError::Unavailable(format!("not connected to redis at {}", self.target)),
         }
     }
 
