@@ -87,6 +87,8 @@ pub struct TokenAuthority {
     pub(crate) rng: aws_lc_rs::rand::SystemRandom,
     /// Read once per call.
     pub(crate) clock: Clock,
+    /// Migration mode: the app's old blocklist key, `{jti}` in it.
+    legacy_blocklist: Option<String>,
 }
 
 impl std::fmt::Debug for TokenAuthority {
@@ -127,7 +129,15 @@ impl TokenAuthority {
             refresh_grace,
             rng: aws_lc_rs::rand::SystemRandom::new(),
             clock: Clock::system(),
+            legacy_blocklist: None,
         }
+    }
+
+    /// Migration mode: legacy tokens are also REVOKED while `pattern` (the
+    /// app's old blocklist key, `{jti}` replaced) exists.
+    pub fn with_legacy_blocklist(mut self, pattern: Option<String>) -> Self {
+        self.legacy_blocklist = pattern;
+        self
     }
 
     /// The same, reading time from `clock` (a fixed one in tests).
@@ -203,11 +213,24 @@ impl TokenAuthority {
         };
         if let Err(verdict) = self.verifier.check(&authenticated, TokenUse::Access, audience, now) {
             self.metrics.verified(verdict, started.elapsed());
+            if authenticated.legacy {
+                self.metrics.legacy_verified(verdict);
+            }
             return Ok(VerifyOutcome { verdict, token: None });
         }
-        let revoked = self.observe_store("is_revoked", self.store.is_revoked(&query(&authenticated, now)).await)?;
+        let mut revoked = self.observe_store("is_revoked", self.store.is_revoked(&query(&authenticated, now)).await)?;
+        if authenticated.legacy
+            && !revoked
+            && let Some(pattern) = &self.legacy_blocklist
+        {
+            let key = pattern.replace("{jti}", &authenticated.claims.jti);
+            revoked = self.observe_store("legacy_blocklist", self.store.exists_foreign(&key).await)?;
+        }
         let verdict = if revoked { Verdict::Revoked } else { Verdict::Valid };
         self.metrics.verified(verdict, started.elapsed());
+        if authenticated.legacy {
+            self.metrics.legacy_verified(verdict);
+        }
         Ok(VerifyOutcome {
             verdict,
             token: Some(authenticated),

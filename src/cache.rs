@@ -179,6 +179,7 @@ mod tests {
 
     fn token(jti: &str) -> Arc<AuthenticatedToken> {
         Arc::new(AuthenticatedToken {
+            legacy: false,
             kid: "k".into(),
             claims: Claims {
                 issuer: "i".into(),

@@ -219,6 +219,75 @@ pub struct ServeConfig {
     /// request skips signature work; 0 disables the cache.
     #[arg(long, env = "REVOKD_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
     pub token_cache_size: usize,
+
+    /// Migration mode: what tokens signed before revokd look like.
+    #[command(flatten)]
+    pub legacy: LegacyArgs,
+}
+
+/// Migration mode (docs/MIGRATING.md), off unless `--legacy-key-file` is
+/// given: tokens an app signed itself before revokd (no `kid`, perhaps no
+/// `jti`, another `iss`) stay valid until they expire, and the app's old
+/// blocklist keeps holding. Every legacy token verified is counted
+/// (`revokd_legacy_tokens_total`), so operators see when to turn it off.
+#[derive(Debug, Clone, Args)]
+pub struct LegacyArgs {
+    /// The key the app signed its own tokens with: an HMAC secret file (HS256/384/512) or a PEM
+    /// public or private key. It verifies tokens without a `kid` header, and only those.
+    #[arg(long, env = "REVOKD_LEGACY_KEY_FILE")]
+    pub legacy_key_file: Option<PathBuf>,
+
+    /// The one algorithm legacy tokens may use (fixed: the header's `alg` must match).
+    #[arg(long, env = "REVOKD_LEGACY_ALG", value_enum, default_value = "HS256")]
+    pub legacy_alg: LegacyAlg,
+
+    /// The `iss` legacy tokens carry; unset: legacy tokens must carry no `iss`.
+    #[arg(long, env = "REVOKD_LEGACY_ISSUER")]
+    pub legacy_issuer: Option<String>,
+
+    /// The app's old blocklist key for a revoked jti, e.g. `blocklist:{jti}` (`{jti}` is replaced):
+    /// a legacy token whose key exists is REVOKED, so logouts made before the cut-over hold.
+    /// Costs one Redis lookup per legacy verify.
+    #[arg(long, env = "REVOKD_LEGACY_BLOCKLIST_KEY")]
+    pub legacy_blocklist_key: Option<String>,
+}
+
+/// Algorithms a legacy key may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LegacyAlg {
+    /// HMAC with SHA-256.
+    #[value(name = "HS256")]
+    Hs256,
+    /// HMAC with SHA-384.
+    #[value(name = "HS384")]
+    Hs384,
+    /// HMAC with SHA-512.
+    #[value(name = "HS512")]
+    Hs512,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    #[value(name = "RS256")]
+    Rs256,
+    /// ECDSA P-256 with SHA-256.
+    #[value(name = "ES256")]
+    Es256,
+    /// Ed25519.
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl LegacyAlg {
+    /// jsonwebtoken's name for it.
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm;
+        match self {
+            LegacyAlg::Hs256 => Algorithm::HS256,
+            LegacyAlg::Hs384 => Algorithm::HS384,
+            LegacyAlg::Hs512 => Algorithm::HS512,
+            LegacyAlg::Rs256 => Algorithm::RS256,
+            LegacyAlg::Es256 => Algorithm::ES256,
+            LegacyAlg::EdDsa => Algorithm::EdDSA,
+        }
+    }
 }
 
 impl ServeConfig {
@@ -258,6 +327,18 @@ impl ServeConfig {
         }
         if self.max_staleness < Duration::from_millis(5) || self.max_staleness > Duration::from_secs(60) {
             return Err("--max-staleness must be between 5ms and 60s".into());
+        }
+        let legacy = &self.legacy;
+        if legacy.legacy_key_file.is_none() && (legacy.legacy_issuer.is_some() || legacy.legacy_blocklist_key.is_some())
+        {
+            return Err("--legacy-issuer and --legacy-blocklist-key need --legacy-key-file (migration mode)".into());
+        }
+        if let Some(pattern) = &legacy.legacy_blocklist_key
+            && (!pattern.contains("{jti}") || self.redis_url.is_none())
+        {
+            return Err(format!(
+                "--legacy-blocklist-key {pattern:?} must contain {{jti}} and needs --redis-url (the app's Redis)"
+            ));
         }
         if self.redis_url.is_none() && (self.redis_ca_file.is_some() || self.min_replica_acks > 0) {
             return Err("--redis-ca-file and --min-replica-acks need --redis-url".into());

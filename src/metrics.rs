@@ -123,6 +123,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to decide an authorization check for a proxy, in seconds."
     );
+    describe_counter!(
+        "revokd_legacy_tokens_total",
+        "Tokens verified with the legacy key of migration mode, by verdict; 0 for a while: turn migration mode off."
+    );
     describe_gauge!("revokd_build_info", "Build information; the value is always 1.");
 }
 
@@ -180,6 +184,11 @@ impl Metrics {
         let i = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
         self.0.verify[i].increment(1);
         self.0.verify_duration.record(took.as_secs_f64());
+    }
+
+    /// A legacy token (migration mode) got `verdict`.
+    pub fn legacy_verified(&self, verdict: Verdict) {
+        counter!("revokd_legacy_tokens_total", "verdict" => verdict.as_str()).increment(1);
     }
 
     /// An IssueToken call ended with `result` (`ok`, `invalid_argument`, `error`).

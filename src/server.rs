@@ -31,7 +31,7 @@ use crate::revocation::mirror::{
 use crate::revocation::redis::RedisStore;
 use crate::revocation::topology::{RedisTarget, SentinelWatch};
 use crate::service::TokenGrpcService;
-use crate::tokens::{IssuePolicy, TokenIssuer, TokenVerifier, VerifyPolicy};
+use crate::tokens::{IssuePolicy, Legacy, TokenIssuer, TokenVerifier, VerifyPolicy};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +103,7 @@ fn build_authority(
     config: &ServeConfig,
     keys: &Arc<ArcSwap<KeyRing>>,
     store: Arc<dyn RevocationStore>,
+    legacy: Option<Legacy>,
     metrics: &Metrics,
 ) -> TokenAuthority {
     let issuer = TokenIssuer::new(
@@ -123,9 +124,27 @@ fn build_authority(
             max_token_bytes: config.max_token_bytes,
             max_lifetime: config.max_ttl.max(config.refresh_ttl),
         },
-    );
+    )
+    .with_legacy(legacy);
     let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
     TokenAuthority::new(issuer, verifier, store, cache, metrics.clone(), config.refresh_grace)
+        .with_legacy_blocklist(config.legacy.legacy_blocklist_key.clone())
+}
+
+/// Migration mode's key and issuer, when `--legacy-key-file` is given.
+fn load_legacy(config: &ServeConfig) -> Result<Option<Legacy>, StartError> {
+    let Some(path) = &config.legacy.legacy_key_file else {
+        return Ok(None);
+    };
+    let key = crate::keys::load_legacy_key(path, config.legacy.legacy_alg.algorithm())?;
+    let issuer = config.legacy.legacy_issuer.clone().unwrap_or_default();
+    tracing::warn!(
+        alg = crate::keys::alg_name(key.alg),
+        issuer = %issuer,
+        blocklist = config.legacy.legacy_blocklist_key.as_deref().unwrap_or(""),
+        "migration mode: tokens without a kid are verified with the legacy key (watch revokd_legacy_tokens_total)"
+    );
+    Ok(Some(Legacy { key, issuer }))
 }
 
 async fn bind_listener(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -282,10 +301,11 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> Result<Self, StartError> {
         let target = config.validate()?;
         let (keys, keys_fingerprint) = load_keys(&config)?;
+        let legacy = load_legacy(&config)?;
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
         let (store, background) = connect_store(&config, target.as_ref(), &metrics).await?;
-        let authority = Arc::new(build_authority(&config, &keys, store.clone(), &metrics));
+        let authority = Arc::new(build_authority(&config, &keys, store.clone(), legacy, &metrics));
         let grpc = bind_listener(config.grpc_addr).await?;
         let admin = bind_listener(config.admin_addr).await?;
         let http = bind_listener(config.http_addr).await?;

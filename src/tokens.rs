@@ -127,8 +127,10 @@ pub struct Claims {
 /// A token that passed [`TokenVerifier::authenticate`]: signature and claims.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthenticatedToken {
-    /// The kid of the key that verified it.
+    /// The kid of the key that verified it ([`crate::keys::LEGACY_KID`] for a legacy token).
     pub kid: String,
+    /// Verified by the legacy key of migration mode.
+    pub legacy: bool,
     /// Its claims.
     pub claims: Claims,
 }
@@ -169,10 +171,29 @@ pub struct VerifyPolicy {
     pub max_lifetime: Duration,
 }
 
+/// Migration mode: the key and issuer of the tokens an app signed before
+/// revokd. Such a token has no `kid`; it may lack a `jti`, and then goes by
+/// [`legacy_jti`], a digest of the token.
+#[derive(Debug)]
+pub struct Legacy {
+    /// The app's key, its algorithm fixed.
+    pub key: crate::keys::VerifyingKey,
+    /// The `iss` legacy tokens carry; empty: none.
+    pub issuer: String,
+}
+
+/// The jti a legacy token without one goes by: `legacy-` and the base64url
+/// SHA-256 of the whole token, so RevokeToken given the token finds it again.
+pub fn legacy_jti(token: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    format!("legacy-{}", URL_SAFE_NO_PAD.encode(digest.as_ref()))
+}
+
 /// Verifies tokens against the current key ring.
 pub struct TokenVerifier {
     keys: Arc<ArcSwap<KeyRing>>,
     policy: VerifyPolicy,
+    legacy: Option<Legacy>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -192,7 +213,17 @@ struct Header<'a> {
 impl TokenVerifier {
     /// A verifier over a (reloadable) key ring.
     pub fn new(keys: Arc<ArcSwap<KeyRing>>, policy: VerifyPolicy) -> Self {
-        TokenVerifier { keys, policy }
+        TokenVerifier {
+            keys,
+            policy,
+            legacy: None,
+        }
+    }
+
+    /// Also accepts the tokens of `legacy` (migration mode).
+    pub fn with_legacy(mut self, legacy: Option<Legacy>) -> Self {
+        self.legacy = legacy;
+        self
     }
 
     /// The key ring in force.
@@ -218,9 +249,13 @@ impl TokenVerifier {
         }
         let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Verdict::Malformed)?;
         let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
-        let kid = header.kid.ok_or(Verdict::UnknownKey)?;
         let keys = self.keys.load();
-        let key = keys.get(&kid).ok_or(Verdict::UnknownKey)?;
+        let key = match (&header.kid, &self.legacy) {
+            (Some(kid), _) => keys.get(kid).map(|k| &**k).ok_or(Verdict::UnknownKey)?,
+            // Migration mode: no kid, the legacy key; nothing else ever verifies with it.
+            (None, Some(legacy)) => &legacy.key,
+            (None, None) => return Err(Verdict::UnknownKey),
+        };
         // The key fixes the algorithm: `none`, or any other than the key's, is refused.
         if header.alg != alg_name(key.alg) {
             return Err(Verdict::BadSignature);
@@ -229,10 +264,15 @@ impl TokenVerifier {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(Verdict::BadSignature),
         }
+        let legacy = header.kid.is_none();
         let payload = URL_SAFE_NO_PAD.decode(payload_b64).map_err(|_| Verdict::Malformed)?;
-        let claims = parse_claims(&payload).ok_or(Verdict::Malformed)?;
+        let mut claims = parse_claims_inner(&payload, legacy).ok_or(Verdict::Malformed)?;
+        if claims.jti.is_empty() {
+            claims.jti = legacy_jti(token);
+        }
         Ok(AuthenticatedToken {
             kid: key.kid.clone(),
+            legacy,
             claims,
         })
     }
@@ -271,7 +311,11 @@ impl TokenVerifier {
         {
             return Err(Verdict::Malformed);
         }
-        if claims.issuer != self.policy.issuer {
+        let issuer = match (&self.legacy, token.legacy) {
+            (Some(legacy), true) => &legacy.issuer,
+            _ => &self.policy.issuer,
+        };
+        if claims.issuer != *issuer {
             return Err(Verdict::WrongIssuer);
         }
         if let Some(aud) = audience
@@ -300,6 +344,11 @@ fn numeric_date(v: &Value) -> Option<i64> {
 /// Parses a token's payload (JSON) into claims; `None` if required claims
 /// are missing or of the wrong type.
 pub fn parse_claims(payload: &[u8]) -> Option<Claims> {
+    parse_claims_inner(payload, false)
+}
+
+/// [`parse_claims`]; a `legacy` token may lack a `jti` (left empty).
+fn parse_claims_inner(payload: &[u8], legacy: bool) -> Option<Claims> {
     let mut map: Map<String, Value> = serde_json::from_slice(payload).ok()?;
     let string = |v: Option<Value>| -> Option<String> {
         match v {
@@ -352,7 +401,7 @@ pub fn parse_claims(payload: &[u8]) -> Option<Claims> {
     let not_before = opt_date(map.remove("nbf"))?;
     let expires_at = opt_date(map.remove("exp"))??;
     let jti = string(map.remove("jti"))?;
-    if jti.is_empty() {
+    if jti.is_empty() && !legacy {
         return None;
     }
     Some(Claims {

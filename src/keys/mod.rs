@@ -339,6 +339,47 @@ fn hmac_key(kid: &str, bytes: &[u8], path: &str) -> Result<(VerifyingKey, Signin
     ))
 }
 
+/// The kid legacy tokens (migration mode) are reported with; they carry none.
+pub const LEGACY_KID: &str = "legacy";
+
+/// Loads the legacy key of migration mode (`--legacy-key-file`): an HMAC
+/// secret for the HS algorithms, else a PEM public or private key of
+/// exactly `alg`. Never signs.
+pub fn load_legacy_key(path: &Path, alg: Algorithm) -> Result<VerifyingKey, KeyError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| KeyError::Invalid {
+        path: shown.clone(),
+        reason: e.to_string(),
+    })?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        // The app's secret as it is (PyJWT takes any): revokd only verifies with it.
+        let secret = bytes.trim_ascii_end();
+        if secret.is_empty() {
+            return Err(KeyError::Invalid {
+                path: shown,
+                reason: "empty HMAC secret".into(),
+            });
+        }
+        if secret.len() < MIN_HMAC_SECRET_BYTES {
+            tracing::warn!(path = %shown, "legacy HMAC secret shorter than {MIN_HMAC_SECRET_BYTES} bytes");
+        }
+        return Ok(VerifyingKey {
+            kid: LEGACY_KID.into(),
+            alg,
+            decoding: DecodingKey::from_secret(secret),
+            public: None,
+        });
+    }
+    let (key, _signing) = pem::parse_pem_key(LEGACY_KID, &bytes, &shown)?;
+    if key.alg != alg {
+        return Err(KeyError::Invalid {
+            path: shown,
+            reason: format!("a {} key, but --legacy-alg is {}", alg_name(key.alg), alg_name(alg)),
+        });
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,12 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// Atomically rotates a session's refresh token (see [`Rotation`]).
     async fn rotate_refresh(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, StoreError>;
 
+    /// Whether `key`, a key revokd does not own (migration mode: the app's old
+    /// blocklist), exists. Stores without such keys answer false.
+    async fn exists_foreign(&self, _key: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Whether the store can be reached.
     async fn ping(&self) -> Result<(), StoreError>;
 

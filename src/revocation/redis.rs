@@ -703,6 +703,12 @@ impl RevocationStore for RedisStore {
         Ok(())
     }
 
+    async fn exists_foreign(&self, key: &str) -> Result<bool, StoreError> {
+        self.check_connected()?;
+        let n: i64 = self.client.exists(key).await?;
+        Ok(n > 0)
+    }
+
     async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
         self.check_connected()?;
         // One round trip; single-key commands, so it works on a cluster too.

@@ -71,6 +71,11 @@ impl RevocationStore for MirroredStore {
         Ok(())
     }
 
+    async fn exists_foreign(&self, key: &str) -> Result<bool, StoreError> {
+        // Not mirrored: one lookup.
+        self.redis.exists_foreign(key).await
+    }
+
     async fn is_revoked(&self, q: &RevocationQuery<'_>) -> Result<bool, StoreError> {
         if !self.coverage.covers(q, self.max_staleness) {
             self.metrics.mirror_stale_lookup();
