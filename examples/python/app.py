@@ -3,7 +3,7 @@
     POST /login              {username, password} -> IssueSession
     GET  /me                 Bearer access token  -> VerifyToken (on every request)
     POST /refresh            {refresh_token}      -> RefreshSession (single-use refresh tokens)
-    POST /logout             Bearer access token  -> RevokeSession
+    POST /logout             Bearer access token  -> RevokeSession (RevokeToken for a pre-migration token)
     POST /logout-everywhere  Bearer access token  -> VerifyToken, then RevokeSubject
 
 Fail closed: when revokd cannot answer, requests get 503, never access.
@@ -85,6 +85,10 @@ class RevokdClient:
     def revoke_session(self, token: str, reason: str) -> pb.RevokeSessionResponse:
         req = pb.RevokeSessionRequest(token=token, reason=reason)
         return self.stub.RevokeSession(req, timeout=self.timeout)
+
+    def revoke_token(self, token: str, reason: str) -> pb.RevokeTokenResponse:
+        req = pb.RevokeTokenRequest(token=token, reason=reason)
+        return self.stub.RevokeToken(req, timeout=self.timeout)
 
     def revoke_subject(self, subject: str, reason: str) -> pb.RevokeSubjectResponse:
         req = pb.RevokeSubjectRequest(subject=subject, reason=reason)
@@ -210,10 +214,18 @@ def create_app(
         try:
             revokd.revoke_session(token, reason="logout")
         except grpc.RpcError as err:
-            if err.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
-                # Not a token revokd signed: nothing to log out.
+            if err.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise _unauthorized("invalid token") from None
-            raise _upstream_failure(err, "RevokeSession") from None
+            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise _upstream_failure(err, "RevokeSession") from None
+            # No session: a token from before the migration (docs/MIGRATING.md) is revoked
+            # by itself; anything else is not a token revokd accepts.
+            try:
+                revokd.revoke_token(token, reason="logout")
+            except grpc.RpcError as err2:
+                if err2.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
+                    raise _unauthorized("invalid token") from None
+                raise _upstream_failure(err2, "RevokeToken") from None
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.post("/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT)
