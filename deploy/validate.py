@@ -1257,7 +1257,36 @@ def cmd_nginx(path):
     return 1 if errors else 0
 
 
+def cmd_dockerfile(path):
+    """The image names its version and commit: GIT_SHA reaches the build as
+    REVOKD_GIT_SHA (`revokd --version`, revokd_build_info), and the final
+    stage labels version and revision from the same build arguments."""
+    with open(path) as f:
+        text = f.read()
+    stages = re.split(r"(?m)^FROM\s", text)[1:]
+    errors = []
+    if len(stages) < 2:
+        errors.append("expected a build stage and a final stage")
+    else:
+        build, final = stages[0], stages[-1]
+        if not re.search(r"(?m)^ARG GIT_SHA\b", build) or not re.search(r"(?m)^ENV REVOKD_GIT_SHA=\$\{?GIT_SHA\}?", build):
+            errors.append("the build stage does not pass ARG GIT_SHA on as ENV REVOKD_GIT_SHA")
+        for arg, label in (("VERSION", "version"), ("GIT_SHA", "revision")):
+            if not re.search(rf"(?m)^ARG {arg}\b", final):
+                errors.append(f"the final stage has no ARG {arg}")
+            if not re.search(rf'org\.opencontainers\.image\.{label}="\$\{{{arg}\}}"', final):
+                errors.append(f"no org.opencontainers.image.{label} label from ${{{arg}}}")
+    with open(os.path.join(os.path.dirname(os.path.abspath(path)), "Cargo.toml")) as f:
+        version = re.search(r'(?m)^version = "([^"]+)"', f.read()).group(1)
+    if not re.search(rf"(?m)^ARG VERSION={re.escape(version)}$", text):
+        errors.append(f"ARG VERSION defaults to something else than Cargo.toml's {version}")
+    for e in errors:
+        print(f"{path}: {e}")
+    return 1 if errors else 0
+
+
 COMMANDS = {
+    "dockerfile": cmd_dockerfile,
     "edge": cmd_edge,
     "edge-manifests": cmd_edge_manifests,
     "envoy": cmd_envoy,

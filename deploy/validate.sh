@@ -357,6 +357,7 @@ check "metric names in rules, tests and dashboard are revokd's" \
 # --- Docker and protobuf ---------------------------------------------------
 
 check "hadolint Dockerfile" "$VENV/bin/hadolint" --no-color Dockerfile
+check "image version and commit: build arguments, REVOKD_GIT_SHA, OCI labels" "$PY" deploy/validate.py dockerfile Dockerfile
 if [[ -d proto ]]; then
   check "buf lint" "$VENV/bin/buf" lint
 else
