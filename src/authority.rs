@@ -384,6 +384,7 @@ pub(crate) mod tests {
             audience: vec![],
             extra: Default::default(),
             session: None,
+            client_id: None,
         }
     }
 

@@ -192,6 +192,7 @@ mod tests {
                 not_before: None,
                 expires_at: 100,
                 jti: jti.into(),
+                client_id: None,
                 extra: Default::default(),
             },
         })

@@ -17,7 +17,7 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// revokd: issues, verifies and revokes JWTs over gRPC.
 #[derive(Debug, Parser)]
-#[command(name = "revokd", version = crate::VERSION, about)]
+#[command(name = "revokd", version = crate::VERSION, about, args_override_self = true)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]
@@ -35,6 +35,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Log in, refresh and log out sessions on a running revokd.
     Session(SessionArgs),
+    /// Manage the registered callers (`--clients-file`).
+    Client(ClientArgs),
     /// Print the public keys (JWK Set) of a running revokd.
     Jwks(Endpoint),
     /// Is a running revokd healthy: gRPC, store, mirror, keys. Exits 1 unless ready.
@@ -220,6 +222,16 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_TOKEN_CACHE_SIZE", default_value_t = 10_000)]
     pub token_cache_size: usize,
 
+    /// Registered callers (JSON; `revokd client add` creates and extends it), reloaded when it
+    /// changes. Required when --grpc-addr or --http-addr is not a loopback address.
+    #[arg(long, env = "REVOKD_CLIENTS_FILE")]
+    pub clients_file: Option<PathBuf>,
+
+    /// Require caller credentials on loopback listeners too (without it, a caller on loopback
+    /// that presents none may do everything).
+    #[arg(long, env = "REVOKD_REQUIRE_CALLER_AUTH")]
+    pub require_caller_auth: bool,
+
     /// Migration mode: what tokens signed before revokd look like.
     #[command(flatten)]
     pub legacy: LegacyArgs,
@@ -327,6 +339,17 @@ impl ServeConfig {
         }
         if self.max_staleness < Duration::from_millis(5) || self.max_staleness > Duration::from_secs(60) {
             return Err("--max-staleness must be between 5ms and 60s".into());
+        }
+        if self.require_caller_auth && self.clients_file.is_none() {
+            return Err("--require-caller-auth needs --clients-file (create one with `revokd client add`)".into());
+        }
+        for (flag, addr) in [("--grpc-addr", self.grpc_addr), ("--http-addr", self.http_addr)] {
+            if !addr.ip().is_loopback() && self.clients_file.is_none() {
+                return Err(format!(
+                    "{flag} {addr} is not a loopback address: anyone who reaches it could issue and revoke tokens; \
+                     register callers with --clients-file (create it with `revokd client add`), or listen on 127.0.0.1"
+                ));
+            }
         }
         let legacy = &self.legacy;
         if legacy.legacy_key_file.is_none() && (legacy.legacy_issuer.is_some() || legacy.legacy_blocklist_key.is_some())
@@ -534,4 +557,32 @@ pub struct StatusArgs {
     /// Admin HTTP address of the same revokd (readiness, metrics): `HOST:PORT` or `http://HOST:PORT`.
     #[arg(long, env = "REVOKD_ADMIN_URL", default_value = "127.0.0.1:9464")]
     pub admin: String,
+}
+
+/// Arguments of `revokd client`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ClientAction,
+}
+
+/// The `revokd client` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ClientAction {
+    /// Register a client: prints its new secret once, stores only an argon2id hash.
+    Add {
+        /// The clients file (created if missing).
+        #[arg(long, env = "REVOKD_CLIENTS_FILE")]
+        clients_file: PathBuf,
+        /// The client id: 1 to 64 of A-Z a-z 0-9 _ -.
+        #[arg(long)]
+        id: String,
+        /// What it may do; repeat for several.
+        #[arg(long = "permission", value_enum, required = true)]
+        permissions: Vec<crate::callers::Permission>,
+        /// An audience it may issue tokens for; repeat for several (none: any).
+        #[arg(long = "audience")]
+        audiences: Vec<String>,
+    },
 }

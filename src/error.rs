@@ -48,6 +48,10 @@ pub enum Error {
     /// is safe to show the client.
     #[error("{0}")]
     Unauthenticated(String),
+    /// The caller may not do this (a registered client without the permission
+    /// or the audience): PERMISSION_DENIED.
+    #[error("{0}")]
+    Denied(#[from] crate::callers::Denied),
     /// A used refresh token was presented again; its session is now revoked.
     #[error("refresh token reuse detected: the session is revoked")]
     RefreshTokenReused,
@@ -113,6 +117,7 @@ impl From<Error> for Status {
         match err {
             Error::InvalidArgument { .. } => Status::new(Code::InvalidArgument, err.to_string()),
             Error::Unauthenticated(_) => Status::new(Code::Unauthenticated, err.to_string()),
+            Error::Denied(d) => Status::from(d),
             // Distinct from UNAUTHENTICATED so a client can tell theft from expiry.
             Error::RefreshTokenReused => Status::new(Code::PermissionDenied, err.to_string()),
             // Fail closed: the client must not treat this as "valid".

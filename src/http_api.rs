@@ -12,6 +12,9 @@
 //!
 //! The route's audience, if any, comes in the `x-revokd-audience` header,
 //! which the proxy sets per route.
+//!
+//! Also the OAuth endpoints `POST /revoke` (RFC 7009) and `POST /introspect`
+//! (RFC 7662), in [`crate::oauth`].
 
 use axum::Router;
 use axum::extract::State;
@@ -24,13 +27,19 @@ use crate::authz::{Authorizer, DENIED_BODY, Decision};
 /// The header a proxy sets to name the audience a route requires.
 pub const AUDIENCE_HEADER: &str = "x-revokd-audience";
 
-/// The HTTP API routes.
-pub(crate) fn router(authorizer: Authorizer) -> Router {
+/// The HTTP API routes: forward-auth, and the OAuth endpoints for the
+/// callers `callers` admits.
+pub(crate) fn router(
+    authorizer: Authorizer,
+    authority: std::sync::Arc<crate::authority::TokenAuthority>,
+    callers: crate::callers::CallerPolicy,
+) -> Router {
     Router::new()
         .route("/authz/check", any(check))
         .route("/authz/check/", any(check))
         .route("/authz/check/{*rest}", any(check))
         .with_state(authorizer)
+        .merge(crate::oauth::routes(authority, callers))
 }
 
 async fn check(State(authorizer): State<Authorizer>, headers: HeaderMap) -> Response {

@@ -16,6 +16,8 @@
 //!   in front of it (table, sync, freshness proof), memory; and `topology`:
 //!   which Redis (URL, TLS, Sentinel watch).
 //! - [`cache`]: the verified-token cache (token bytes to verified claims).
+//! - [`callers`]: who may call what: the client registry (`--clients-file`),
+//!   caller credentials, permissions, `revokd client add`.
 //! - [`prehashed`]: maps keyed by keyed hashes (mirror, cache).
 //! - [`clock`]: the time source, read once per call; fixed in unit tests.
 //! - [`authority`]: issue, verify, revoke: tokens, cache and store; audit events.
@@ -26,6 +28,7 @@
 //! - [`authz`]: one allow/deny decision for proxies, from a request's headers;
 //!   served as Envoy's ext_authz ([`ext_authz`]) and as HTTP forward-auth
 //!   (`http_api`, the `--http-addr` listener).
+//! - `oauth`: RFC 7009 `/revoke` and RFC 7662 `/introspect` on the HTTP API listener.
 //! - [`admin`]: admin HTTP (`/healthz`, `/readyz`, `/metrics`).
 //! - [`http_serve`]: how the HTTP listeners are served: a connection cap,
 //!   header and connection-age deadlines.
@@ -48,6 +51,7 @@ pub(crate) mod admin;
 pub mod authority;
 pub mod authz;
 pub mod cache;
+pub mod callers;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -59,6 +63,7 @@ pub mod http_api;
 pub mod http_serve;
 pub mod keys;
 pub mod metrics;
+pub(crate) mod oauth;
 pub(crate) mod prehashed;
 pub mod proto;
 pub mod revocation;

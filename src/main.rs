@@ -64,6 +64,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Client(args) => match args.action {
+            revokd::config::ClientAction::Add {
+                clients_file,
+                id,
+                permissions,
+                audiences,
+            } => match revokd::callers::add_client(&clients_file, &id, permissions, audiences) {
+                Ok(secret) => {
+                    // The only time the secret is shown.
+                    println!("{}", serde_json::json!({"id": id, "secret": secret}));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("revokd client add: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        },
         Command::Token(args) => runtime.block_on(client("token", client::token(args))),
         Command::Session(args) => runtime.block_on(client("session", client::session(args))),
         Command::Jwks(endpoint) => runtime.block_on(client("jwks", client::jwks(endpoint))),

@@ -128,6 +128,7 @@ impl TryFrom<v1::IssueTokenRequest> for IssueParams {
             audience: req.audience,
             extra: claims(req.claims)?,
             session: None,
+            client_id: None,
         })
     }
 }
@@ -196,6 +197,7 @@ impl TryFrom<v1::IssueSessionRequest> for SessionParams {
             extra: claims(req.claims)?,
             access_ttl: duration("access_ttl", req.access_ttl)?,
             refresh_ttl: duration("refresh_ttl", req.refresh_ttl)?,
+            client_id: None,
         })
     }
 }

@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::authority::TokenAuthority;
 use crate::authz::Authorizer;
 use crate::cache::VerifiedTokenCache;
+use crate::callers::{CallerPolicy, Registries, Registry};
 use crate::config::{ConfigError, RevocationCheck, ServeConfig};
 use crate::error::StoreError;
 use crate::ext_authz::{AuthorizationServer, ExtAuthz};
@@ -47,6 +48,9 @@ pub enum StartError {
     /// Keys could not be loaded.
     #[error("keys: {0}")]
     Keys(#[from] KeyError),
+    /// The clients file could not be loaded.
+    #[error("clients: {0}")]
+    Clients(String),
     /// The configuration cannot work.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -129,6 +133,29 @@ fn build_authority(
     let cache = VerifiedTokenCache::new(config.token_cache_size, metrics.clone());
     TokenAuthority::new(issuer, verifier, store, cache, metrics.clone(), config.refresh_grace)
         .with_legacy_blocklist(config.legacy.legacy_blocklist_key.clone())
+}
+
+/// The registered callers from `--clients-file`, if given.
+fn load_callers(config: &ServeConfig) -> Result<Registries, StartError> {
+    let registry = match &config.clients_file {
+        Some(path) => {
+            let registry = Registry::load(path).map_err(StartError::Clients)?;
+            tracing::info!(
+                clients = registry.len(),
+                require_caller_auth = config.require_caller_auth,
+                "callers loaded"
+            );
+            Some(Arc::new(registry))
+        }
+        None => None,
+    };
+    Ok(Arc::new(ArcSwap::from_pointee(registry)))
+}
+
+/// How a listener on `addr` treats callers: without credentials only on
+/// loopback, unless `--require-caller-auth`.
+fn caller_policy(config: &ServeConfig, callers: &Registries, addr: SocketAddr) -> CallerPolicy {
+    CallerPolicy::new(callers.clone(), addr.ip().is_loopback() && !config.require_caller_auth)
 }
 
 /// Migration mode's key and issuer, when `--legacy-key-file` is given.
@@ -272,6 +299,8 @@ pub struct Server {
     store: Arc<dyn RevocationStore>,
     keys: Arc<ArcSwap<KeyRing>>,
     keys_fingerprint: Option<u64>,
+    /// The registered callers (`--clients-file`), if any.
+    callers: Registries,
     metrics: Metrics,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// What runs beside the listeners (mirror sync, Sentinel watch); dropped, they stop.
@@ -302,6 +331,7 @@ impl Server {
         let target = config.validate()?;
         let (keys, keys_fingerprint) = load_keys(&config)?;
         let legacy = load_legacy(&config)?;
+        let callers = load_callers(&config)?;
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
         let (store, background) = connect_store(&config, target.as_ref(), &metrics).await?;
@@ -323,6 +353,7 @@ impl Server {
             store,
             keys,
             keys_fingerprint,
+            callers,
             metrics,
             prometheus,
             _background: background,
@@ -391,6 +422,7 @@ impl Server {
             .add_service(TokenServiceServer::new(TokenGrpcService::new(
                 self.authority.clone(),
                 self.metrics.clone(),
+                caller_policy(&self.config, &self.callers, grpc_addr),
             )))
             .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
             .serve_with_incoming_shutdown(
@@ -407,7 +439,11 @@ impl Server {
         });
         let http_server = crate::http_serve::serve(
             self.http,
-            crate::http_api::router(authorizer.clone()),
+            crate::http_api::router(
+                authorizer.clone(),
+                self.authority.clone(),
+                caller_policy(&self.config, &self.callers, http_addr),
+            ),
             Limits::api(caps),
             stopped(stop_rx.clone()),
         );
@@ -434,6 +470,14 @@ impl Server {
             }
             _ => None,
         };
+        let callers_watcher = match &self.config.clients_file {
+            Some(path) if !self.config.keys_reload_interval.is_zero() => Some(crate::callers::watch(
+                path.clone(),
+                self.callers.clone(),
+                self.config.keys_reload_interval,
+            )),
+            _ => None,
+        };
         match authz_addr {
             Some(authz_addr) => {
                 tracing::info!(%grpc_addr, %admin_addr, %http_addr, %authz_addr, store = self.store.kind(), "revokd serving")
@@ -456,6 +500,9 @@ impl Server {
             r = &mut admin_task => return Err(StartError::Serve(format!("admin server stopped: {r:?}"))),
             r = &mut http_task => return Err(StartError::Serve(format!("HTTP API server stopped: {r:?}"))),
             r = &mut authz_task => return Err(StartError::Serve(format!("ext_authz server stopped: {r:?}"))),
+        }
+        if let Some(w) = callers_watcher {
+            w.abort();
         }
         if let Some(w) = watcher {
             w.abort();

@@ -7,11 +7,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
-use crate::authority::TokenAuthority;
+use crate::authority::{AUDIT_TARGET, TokenAuthority};
+use crate::callers::{Caller, CallerPolicy, Permission};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenService;
@@ -27,6 +29,7 @@ use crate::proto::v1::{
 pub(crate) struct TokenGrpcService {
     authority: Arc<TokenAuthority>,
     metrics: Metrics,
+    callers: CallerPolicy,
 }
 
 impl std::fmt::Debug for TokenGrpcService {
@@ -47,12 +50,20 @@ fn rpc_span(method: &'static str) -> Span {
             "rpc",
             method,
             code = Empty,
+            client_id = Empty,
             verdict = Empty,
             jti = Empty,
             session_id = Empty
         )
     } else {
-        tracing::info_span!("rpc", method, code = Empty, jti = Empty, session_id = Empty)
+        tracing::info_span!(
+            "rpc",
+            method,
+            code = Empty,
+            client_id = Empty,
+            jti = Empty,
+            session_id = Empty
+        )
     }
 }
 
@@ -61,21 +72,54 @@ fn record(field: &'static str, value: &str) {
     Span::current().record(field, value);
 }
 
+/// What a registered client needs to call `method` (GetJwks: none, the keys are public).
+fn permission(method: &str) -> Option<Permission> {
+    match method {
+        "VerifyToken" => Some(Permission::Verify),
+        "IssueToken" | "IssueSession" | "RefreshSession" => Some(Permission::Issue),
+        "RevokeToken" | "RevokeSession" => Some(Permission::Revoke),
+        "RevokeSubject" => Some(Permission::RevokeSubject),
+        _ => None,
+    }
+}
+
 impl TokenGrpcService {
-    /// Serves `authority`.
-    pub(crate) fn new(authority: Arc<TokenAuthority>, metrics: Metrics) -> Self {
-        TokenGrpcService { authority, metrics }
+    /// Serves `authority` to the callers `callers` admits.
+    pub(crate) fn new(authority: Arc<TokenAuthority>, metrics: Metrics, callers: CallerPolicy) -> Self {
+        TokenGrpcService {
+            authority,
+            metrics,
+            callers,
+        }
     }
 
-    /// Runs one RPC inside its span; errors become statuses here, and the call
-    /// is counted by method and status code.
-    async fn call<T>(
+    /// Runs one RPC inside its span, for the caller its `authorization`
+    /// metadata names (refused calls are audit-logged with the client id,
+    /// never the secret); errors become statuses here, and the call is
+    /// counted by method and status code.
+    async fn call<T, Fut>(
         &self,
         method: &'static str,
-        work: impl Future<Output = Result<T, Error>>,
-    ) -> Result<Response<T>, Status> {
+        metadata: &MetadataMap,
+        work: impl FnOnce(Caller) -> Fut,
+    ) -> Result<Response<T>, Status>
+    where
+        Fut: Future<Output = Result<T, Error>>,
+    {
         async {
-            let result = work.await.map(Response::new).map_err(Status::from);
+            let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
+            let result = match self.callers.authorize_header(authorization, permission(method)).await {
+                Ok(caller) => {
+                    if let Some(id) = caller.id() {
+                        record("client_id", id);
+                    }
+                    work(caller).await.map(Response::new).map_err(Status::from)
+                }
+                Err(denied) => {
+                    tracing::warn!(target: AUDIT_TARGET, method, reason = %denied, "call refused");
+                    Err(Status::from(denied))
+                }
+            };
             let code = result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok);
             self.metrics.grpc(method, code);
             record("code", crate::metrics::code_name(code));
@@ -89,8 +133,12 @@ impl TokenGrpcService {
 #[tonic::async_trait]
 impl TokenService for TokenGrpcService {
     async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Result<Response<IssueTokenResponse>, Status> {
-        self.call("IssueToken", async {
-            let issued = self.authority.issue(request.into_inner().try_into()?)?;
+        let (metadata, _, request) = request.into_parts();
+        self.call("IssueToken", &metadata, |caller| async move {
+            let mut params: crate::tokens::IssueParams = request.try_into()?;
+            caller.check_audiences(&params.audience)?;
+            params.client_id = caller.id().map(str::to_owned);
+            let issued = self.authority.issue(params)?;
             record("jti", &issued.jti);
             Ok(issued.into())
         })
@@ -101,8 +149,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<VerifyTokenRequest>,
     ) -> Result<Response<VerifyTokenResponse>, Status> {
-        self.call(HOT_METHOD, async {
-            let req = request.get_ref();
+        let (metadata, _, req) = request.into_parts();
+        self.call(HOT_METHOD, &metadata, |_| async move {
             let audience = (!req.audience.is_empty()).then_some(req.audience.as_str());
             let outcome = self.authority.verify(&req.token, audience).await?;
             record("verdict", outcome.verdict.as_str());
@@ -121,8 +169,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
-        self.call("RevokeToken", async {
-            let req = request.into_inner();
+        let (metadata, _, req) = request.into_parts();
+        self.call("RevokeToken", &metadata, |_| async move {
             let outcome = self.authority.revoke(req.target.try_into()?, &req.reason).await?;
             record("jti", &outcome.jti);
             Ok(outcome.into())
@@ -134,8 +182,12 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<IssueSessionRequest>,
     ) -> Result<Response<IssueSessionResponse>, Status> {
-        self.call("IssueSession", async {
-            let tokens = self.authority.issue_session(request.into_inner().try_into()?).await?;
+        let (metadata, _, request) = request.into_parts();
+        self.call("IssueSession", &metadata, |caller| async move {
+            let mut params: crate::sessions::SessionParams = request.try_into()?;
+            caller.check_audiences(&params.audience)?;
+            params.client_id = caller.id().map(str::to_owned);
+            let tokens = self.authority.issue_session(params).await?;
             record("session_id", &tokens.session_id);
             Ok(tokens.into())
         })
@@ -146,8 +198,9 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RefreshSessionRequest>,
     ) -> Result<Response<RefreshSessionResponse>, Status> {
-        self.call("RefreshSession", async {
-            let tokens = self.authority.refresh_session(&request.get_ref().refresh_token).await?;
+        let (metadata, _, req) = request.into_parts();
+        self.call("RefreshSession", &metadata, |_| async move {
+            let tokens = self.authority.refresh_session(&req.refresh_token).await?;
             record("session_id", &tokens.session_id);
             Ok(tokens.into())
         })
@@ -158,8 +211,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        self.call("RevokeSession", async {
-            let req = request.into_inner();
+        let (metadata, _, req) = request.into_parts();
+        self.call("RevokeSession", &metadata, |_| async move {
             let outcome = self
                 .authority
                 .revoke_session(req.target.try_into()?, &req.reason)
@@ -174,15 +227,16 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeSubjectRequest>,
     ) -> Result<Response<RevokeSubjectResponse>, Status> {
-        self.call("RevokeSubject", async {
-            let req = request.get_ref();
+        let (metadata, _, req) = request.into_parts();
+        self.call("RevokeSubject", &metadata, |_| async move {
             Ok(self.authority.revoke_subject(&req.subject, &req.reason).await?.into())
         })
         .await
     }
 
-    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
-        self.call("GetJwks", async { self.jwks() }).await
+    async fn get_jwks(&self, request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        self.call("GetJwks", request.metadata(), |_| async { self.jwks() })
+            .await
     }
 }
 

@@ -52,6 +52,8 @@ pub struct SessionParams {
     pub access_ttl: Option<Duration>,
     /// Refresh token lifetime.
     pub refresh_ttl: Option<Duration>,
+    /// The registered client that logged the user in (`client_id` claim of both tokens).
+    pub client_id: Option<String>,
 }
 
 /// The result of a subject revocation.
@@ -74,6 +76,7 @@ impl TokenAuthority {
                     audience: p.audience.clone(),
                     extra: p.extra.clone(),
                     session: Some((sid.to_owned(), token_use)),
+                    client_id: p.client_id.clone(),
                 },
                 now_us,
             )
@@ -145,6 +148,7 @@ impl TokenAuthority {
             extra: t.claims.extra.clone(),
             access_ttl: None,
             refresh_ttl: None,
+            client_id: t.claims.client_id.clone(),
         };
         let (tokens, next_jti) = self.sign_pair(&sid, &params, now_us)?;
         let grace_ms = self.refresh_grace.as_millis() as i64;

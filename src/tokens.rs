@@ -19,7 +19,18 @@ use crate::error::Error;
 use crate::keys::{KeyRing, alg_name};
 
 /// Claims that callers cannot set through IssueToken's `claims`.
-pub const RESERVED_CLAIMS: &[&str] = &["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "token_use"];
+pub const RESERVED_CLAIMS: &[&str] = &[
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "sid",
+    "token_use",
+    "client_id",
+];
 
 /// What a token is for (the `token_use` claim). Tokens without the claim are access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +131,8 @@ pub struct Claims {
     pub expires_at: i64,
     /// `jti` (required).
     pub jti: String,
+    /// `client_id`: the registered client that asked for the token (RFC 8693 4.3), if any.
+    pub client_id: Option<String>,
     /// Every other claim.
     pub extra: Map<String, Value>,
 }
@@ -208,6 +221,11 @@ struct Header<'a> {
     alg: std::borrow::Cow<'a, str>,
     #[serde(default, borrow)]
     kid: Option<std::borrow::Cow<'a, str>>,
+    /// RFC 7515 4.1.11: extensions the recipient must understand. revokd
+    /// implements none, so any `crit` (even an empty one, which is invalid)
+    /// makes the token MALFORMED.
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
 }
 
 impl TokenVerifier {
@@ -249,6 +267,9 @@ impl TokenVerifier {
         }
         let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Verdict::Malformed)?;
         let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
+        if header.crit.is_some() {
+            return Err(Verdict::Malformed);
+        }
         let keys = self.keys.load();
         let key = match (&header.kid, &self.legacy) {
             (Some(kid), _) => keys.get(kid).map(|k| &**k).ok_or(Verdict::UnknownKey)?,
@@ -404,6 +425,11 @@ fn parse_claims_inner(payload: &[u8], legacy: bool) -> Option<Claims> {
     if jti.is_empty() && !legacy {
         return None;
     }
+    let client_id = match map.remove("client_id") {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return None,
+    };
     Some(Claims {
         issuer,
         subject,
@@ -415,6 +441,7 @@ fn parse_claims_inner(payload: &[u8], legacy: bool) -> Option<Claims> {
         not_before,
         expires_at,
         jti,
+        client_id,
         extra: map,
     })
 }
@@ -432,6 +459,8 @@ pub struct IssueParams {
     pub extra: Map<String, Value>,
     /// `sid` and `token_use`, for session tokens.
     pub session: Option<(String, TokenUse)>,
+    /// `client_id`: the registered client that asked.
+    pub client_id: Option<String>,
 }
 
 /// A freshly signed token.
@@ -585,6 +614,9 @@ impl TokenIssuer {
         if let Some((sid, token_use)) = params.session {
             claims.insert("sid".into(), sid.into());
             claims.insert("token_use".into(), token_use.as_str().into());
+        }
+        if let Some(client_id) = params.client_id {
+            claims.insert("client_id".into(), client_id.into());
         }
         claims.extend(params.extra);
         let keys = self.keys.load();

@@ -124,6 +124,25 @@ async fn every_verdict(redis: Option<&RedisServer>, mode: RevocationCheck) {
     );
     assert_eq!(verdict(&mut client, &none).await, Verdict::BadSignature);
 
+    // RFC 7515 `crit`: revokd implements no extension, so a correctly signed
+    // token that names one (or an empty list) is MALFORMED, not VALID.
+    let sign_with_header = |header: serde_json::Value| {
+        let message = format!("{}.{}", b64(header), b64(claims(600)));
+        let key = jsonwebtoken::EncodingKey::from_secret(common::TEST_SECRET);
+        let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, jsonwebtoken::Algorithm::HS256).unwrap();
+        format!("{message}.{signature}")
+    };
+    let plain = sign_with_header(json!({"alg": "HS256", "kid": "test-hs"}));
+    assert_eq!(
+        verdict(&mut client, &plain).await,
+        Verdict::Valid,
+        "the hand-signed control"
+    );
+    for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("x")] {
+        let t = sign_with_header(json!({"alg": "HS256", "kid": "test-hs", "crit": crit, "b64": true, "exp": 1}));
+        assert_eq!(verdict(&mut client, &t).await, Verdict::Malformed, "crit {crit}");
+    }
+
     // MALFORMED: not a JWT, bad base64, missing jti, and above the size cap.
     assert_eq!(verdict(&mut client, "not-a-token").await, Verdict::Malformed);
     assert_eq!(verdict(&mut client, "a.b.c").await, Verdict::Malformed);

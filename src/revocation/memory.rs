@@ -155,6 +155,16 @@ impl RevocationStore for MemoryStore {
         Ok(())
     }
 
+    async fn current_refresh(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        let now = now();
+        Ok(self
+            .lock()
+            .sessions
+            .get(session_id)
+            .filter(|st| st.until > now)
+            .map(|st| st.current.clone()))
+    }
+
     async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
         let now = now();
         let mut s = self.lock();

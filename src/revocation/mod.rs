@@ -115,6 +115,10 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// Atomically rotates a session's refresh token (see [`Rotation`]).
     async fn rotate_refresh(&self, rotation: &Rotation<'_>) -> Result<RotationOutcome, StoreError>;
 
+    /// The jti of session `session_id`'s current refresh token, if the session
+    /// is known and live (introspection: only that refresh token is active).
+    async fn current_refresh(&self, session_id: &str) -> Result<Option<String>, StoreError>;
+
     /// Whether `key`, a key revokd does not own (migration mode: the app's old
     /// blocklist), exists. Stores without such keys answer false.
     async fn exists_foreign(&self, _key: &str) -> Result<bool, StoreError> {

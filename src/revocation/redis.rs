@@ -738,6 +738,18 @@ impl RevocationStore for RedisStore {
         Ok(())
     }
 
+    async fn current_refresh(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        self.check_connected()?;
+        let key = self.key(KeyKind::SessionState, session_id);
+        // A custom HGET (revokd uses no other hash command), routed by the key's slot.
+        let hget = cmd!(
+            "HGET",
+            hash: fred::types::ClusterHash::Custom(crate::revocation::slots::slot_of_key(&key))
+        );
+        let current: Option<String> = self.client.custom(hget, vec![key, "current".to_owned()]).await?;
+        Ok(current)
+    }
+
     async fn rotate_refresh(&self, r: &Rotation<'_>) -> Result<RotationOutcome, StoreError> {
         let state = self.key(KeyKind::SessionState, r.session_id);
         let revoked = self.key(KeyKind::Session, r.session_id);

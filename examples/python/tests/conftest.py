@@ -193,6 +193,7 @@ class Revokd:
     signing_kid: str
     keys_dir: Path
     pump: _StderrPump
+    http_addr: str = ""
     _channels: list = field(default_factory=list)
 
     @property
@@ -269,7 +270,7 @@ def start_revokd(keys: Path, signing_kid: str, redis_url: str, *extra: str) -> R
             fail(f"/readyz not 200 within {START_TIMEOUT}s (last: {last})")
         time.sleep(0.02)
     return Revokd(proc=proc, grpc_addr=grpc_addr, admin_addr=admin_addr, signing_kid=signing_kid,
-                  keys_dir=keys, pump=pump)
+                  keys_dir=keys, pump=pump, http_addr=event.get("http_addr", ""))
 
 
 def stop_revokd_checked(revokd: Revokd) -> None:

@@ -71,6 +71,10 @@ impl RevocationStore for MirroredStore {
         Ok(())
     }
 
+    async fn current_refresh(&self, session_id: &str) -> Result<Option<String>, StoreError> {
+        self.redis.current_refresh(session_id).await
+    }
+
     async fn exists_foreign(&self, key: &str) -> Result<bool, StoreError> {
         // Not mirrored: one lookup.
         self.redis.exists_foreign(key).await
