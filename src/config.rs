@@ -84,6 +84,53 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Where a listener listens: a TCP address, or a Unix domain socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `HOST:PORT`.
+    Tcp(SocketAddr),
+    /// `unix:/path`: a Unix domain socket (created at start, removed at exit).
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    /// Loopback, or a Unix socket: only this machine (in a pod, this pod) reaches it.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(addr) => addr.ip().is_loopback(),
+            ListenAddr::Unix(_) => true,
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("unix:") {
+            Some(path) => {
+                let path = path.strip_prefix("//").unwrap_or(path);
+                if !path.starts_with('/') {
+                    return Err("unix: needs an absolute path, e.g. unix:/run/revokd/grpc.sock".into());
+                }
+                Ok(ListenAddr::Unix(path.into()))
+            }
+            None => s
+                .parse()
+                .map(ListenAddr::Tcp)
+                .map_err(|e| format!("{e} (expected HOST:PORT such as 127.0.0.1:50051, or unix:/path)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => addr.fmt(f),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -105,9 +152,10 @@ pub enum RevocationCheck {
 /// Configuration of `revokd serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
-    /// gRPC API address. Loopback by default: in a pod only the app reaches it.
+    /// gRPC API address: HOST:PORT, or a Unix domain socket `unix:/path` (for an app sharing a
+    /// volume with the sidecar). Loopback by default: in a pod only the app reaches it.
     #[arg(long, env = "REVOKD_GRPC_ADDR", default_value = "127.0.0.1:50051")]
-    pub grpc_addr: SocketAddr,
+    pub grpc_addr: ListenAddr,
 
     /// Admin HTTP address (/healthz, /readyz, /metrics, JWKS); kubelet probes hit the pod IP.
     #[arg(long, env = "REVOKD_ADMIN_ADDR", default_value = "0.0.0.0:9464")]
@@ -343,8 +391,11 @@ impl ServeConfig {
         if self.require_caller_auth && self.clients_file.is_none() {
             return Err("--require-caller-auth needs --clients-file (create one with `revokd client add`)".into());
         }
-        for (flag, addr) in [("--grpc-addr", self.grpc_addr), ("--http-addr", self.http_addr)] {
-            if !addr.ip().is_loopback() && self.clients_file.is_none() {
+        for (flag, addr) in [
+            ("--grpc-addr", self.grpc_addr.clone()),
+            ("--http-addr", ListenAddr::Tcp(self.http_addr)),
+        ] {
+            if !addr.is_local() && self.clients_file.is_none() {
                 return Err(format!(
                     "{flag} {addr} is not a loopback address: anyone who reaches it could issue and revoke tokens; \
                      register callers with --clients-file (create it with `revokd client add`), or listen on 127.0.0.1"

@@ -16,7 +16,7 @@ use crate::authority::TokenAuthority;
 use crate::authz::Authorizer;
 use crate::cache::VerifiedTokenCache;
 use crate::callers::{CallerPolicy, Registries, Registry};
-use crate::config::{ConfigError, RevocationCheck, ServeConfig};
+use crate::config::{ConfigError, ListenAddr, RevocationCheck, ServeConfig};
 use crate::error::StoreError;
 use crate::ext_authz::{AuthorizationServer, ExtAuthz};
 use crate::http_serve::{Caps, Limits, capped_incoming};
@@ -42,6 +42,14 @@ pub enum StartError {
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A Unix socket could not be bound.
+    #[error("cannot listen on unix:{}: {source}", path.display())]
+    BindUnix {
+        /// The socket's path.
+        path: std::path::PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -154,8 +162,32 @@ fn load_callers(config: &ServeConfig) -> Result<Registries, StartError> {
 
 /// How a listener on `addr` treats callers: without credentials only on
 /// loopback, unless `--require-caller-auth`.
-fn caller_policy(config: &ServeConfig, callers: &Registries, addr: SocketAddr) -> CallerPolicy {
-    CallerPolicy::new(callers.clone(), addr.ip().is_loopback() && !config.require_caller_auth)
+fn caller_policy(config: &ServeConfig, callers: &Registries, local: bool) -> CallerPolicy {
+    CallerPolicy::new(callers.clone(), local && !config.require_caller_auth)
+}
+
+/// The gRPC API's listener.
+#[derive(Debug)]
+enum GrpcListener {
+    Tcp(TcpListener),
+    /// A Unix domain socket, and its path (removed at exit).
+    Unix(tokio::net::UnixListener, std::path::PathBuf),
+}
+
+/// Binds a Unix domain socket at `path`, replacing a stale socket left by a
+/// previous run (never any other kind of file).
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    let failed = |source| StartError::BindUnix {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path).map_err(failed)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(failed)
 }
 
 /// Migration mode's key and issuer, when `--legacy-key-file` is given.
@@ -290,7 +322,7 @@ fn grpc_builder() -> tonic::transport::Server {
 /// A server with its listeners bound, ready to [`Server::run`].
 pub struct Server {
     config: ServeConfig,
-    grpc: TcpListener,
+    grpc: GrpcListener,
     admin: TcpListener,
     http: TcpListener,
     /// `--authz-addr`: ext_authz Check and health only.
@@ -310,7 +342,7 @@ pub struct Server {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("grpc", &self.grpc.local_addr().ok())
+            .field("grpc", &self.grpc_listen_addr().to_string())
             .field("admin", &self.admin.local_addr().ok())
             .finish_non_exhaustive()
     }
@@ -336,7 +368,10 @@ impl Server {
         let metrics = Metrics::new();
         let (store, background) = connect_store(&config, target.as_ref(), &metrics).await?;
         let authority = Arc::new(build_authority(&config, &keys, store.clone(), legacy, &metrics));
-        let grpc = bind_listener(config.grpc_addr).await?;
+        let grpc = match &config.grpc_addr {
+            ListenAddr::Tcp(addr) => GrpcListener::Tcp(bind_listener(*addr).await?),
+            ListenAddr::Unix(path) => GrpcListener::Unix(bind_unix(path)?, path.clone()),
+        };
         let admin = bind_listener(config.admin_addr).await?;
         let http = bind_listener(config.http_addr).await?;
         let authz = match config.authz_addr {
@@ -360,9 +395,21 @@ impl Server {
         })
     }
 
-    /// The bound gRPC address (useful with port 0).
+    /// The bound gRPC address (useful with port 0). Panics when the gRPC API
+    /// listens on a Unix socket ([`Server::grpc_listen_addr`] then).
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc.local_addr().expect("bound listener has an address")
+        match &self.grpc {
+            GrpcListener::Tcp(l) => l.local_addr().expect("bound listener has an address"),
+            GrpcListener::Unix(_, path) => panic!("the gRPC API listens on unix:{}", path.display()),
+        }
+    }
+
+    /// Where the gRPC API listens: the bound TCP address, or its Unix socket.
+    pub fn grpc_listen_addr(&self) -> ListenAddr {
+        match &self.grpc {
+            GrpcListener::Tcp(l) => ListenAddr::Tcp(l.local_addr().expect("bound listener has an address")),
+            GrpcListener::Unix(_, path) => ListenAddr::Unix(path.clone()),
+        }
     }
 
     /// The bound admin HTTP address.
@@ -385,7 +432,7 @@ impl Server {
     /// Serves until `shutdown` completes, then reports NOT_SERVING, stops
     /// accepting, and lets in-flight calls finish within the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-        let grpc_addr = self.grpc_addr();
+        let grpc_addr = self.grpc_listen_addr();
         let admin_addr = self.admin_addr();
         let http_addr = self.http_addr();
         let authz_addr = self.authz_addr();
@@ -422,14 +469,25 @@ impl Server {
             .add_service(TokenServiceServer::new(TokenGrpcService::new(
                 self.authority.clone(),
                 self.metrics.clone(),
-                caller_policy(&self.config, &self.callers, grpc_addr),
+                caller_policy(&self.config, &self.callers, grpc_addr.is_local()),
             )))
-            .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())))
-            .serve_with_incoming_shutdown(
+            .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())));
+        let mut socket_path = None;
+        let grpc_server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match self.grpc {
                 // Capped, and Nagle off: small unary replies must not wait.
-                capped_incoming(self.grpc, caps.grpc),
-                stopped(stop_rx.clone()),
-            );
+                GrpcListener::Tcp(listener) => Box::pin(
+                    grpc_server
+                        .serve_with_incoming_shutdown(capped_incoming(listener, caps.grpc), stopped(stop_rx.clone())),
+                ),
+                GrpcListener::Unix(listener, path) => {
+                    socket_path = Some(path);
+                    Box::pin(grpc_server.serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::UnixListenerStream::new(listener),
+                        stopped(stop_rx.clone()),
+                    ))
+                }
+            };
         // Check and health only: what a proxy outside the pod may reach.
         let authz_server = self.authz.map(|listener| {
             grpc_builder()
@@ -442,7 +500,7 @@ impl Server {
             crate::http_api::router(
                 authorizer.clone(),
                 self.authority.clone(),
-                caller_policy(&self.config, &self.callers, http_addr),
+                caller_policy(&self.config, &self.callers, http_addr.ip().is_loopback()),
             ),
             Limits::api(caps),
             stopped(stop_rx.clone()),
@@ -531,6 +589,9 @@ impl Server {
                 admin_task.abort();
                 http_task.abort();
             }
+        }
+        if let Some(path) = socket_path {
+            let _ = std::fs::remove_file(path);
         }
         Ok(())
     }

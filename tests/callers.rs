@@ -236,3 +236,32 @@ async fn beyond_loopback_every_caller_authenticates() {
     assert_eq!(issue(&mut c, None, &[]).await, Err(Code::Unauthenticated));
     assert!(issue(&mut c, Some(&format!("Bearer {app}")), &[]).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_api_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("revokd.sock");
+    // A stale socket from an earlier run is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let arg = format!("unix:{}", socket.display());
+    let p = RevokdProcess::spawn(&["--grpc-addr", &arg]);
+    assert_eq!(p.grpc_unix.as_deref(), Some(socket.as_path()));
+    let path = socket.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut c = TokenServiceClient::new(channel);
+    // Local, like loopback: no credentials needed without --require-caller-auth.
+    let token = issue(&mut c, None, &[]).await.unwrap();
+    assert_eq!(verify(&mut c, None, &token).await, Ok(Verdict::Valid));
+    assert_eq!(p.terminate().await.code(), Some(0));
+    assert!(!socket.exists(), "the socket is removed at exit");
+}

@@ -396,6 +396,8 @@ impl Write for LogWriter {
 /// drop, or by [`RevokdProcess::terminate`].
 pub struct RevokdProcess {
     pub grpc_addr: SocketAddr,
+    /// The gRPC API's Unix socket, with `--grpc-addr unix:/path` (then `grpc_addr` is a placeholder).
+    pub grpc_unix: Option<std::path::PathBuf>,
     pub admin_addr: SocketAddr,
     /// The HTTP API listener (forward-auth).
     pub http_addr: Option<SocketAddr>,
@@ -466,14 +468,22 @@ impl RevokdProcess {
                 log.push(line);
             }
         };
+        let mut grpc_unix = None;
         let (grpc, admin, http, authz) = loop {
             let line = lines.next().expect("revokd logs its addresses").unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
             keep_line(line);
             if v["message"] == "revokd serving" {
                 let addr = |name: &str| v[name].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
+                // A Unix socket has no TCP address: a placeholder, and the path.
+                let grpc_text = v["grpc_addr"].as_str().unwrap().to_owned();
+                grpc_unix = grpc_text.strip_prefix("unix:").map(std::path::PathBuf::from);
                 break (
-                    addr("grpc_addr").unwrap(),
+                    if grpc_unix.is_some() {
+                        SocketAddr::from(([0, 0, 0, 0], 0))
+                    } else {
+                        addr("grpc_addr").unwrap()
+                    },
                     addr("admin_addr").unwrap(),
                     addr("http_addr"),
                     addr("authz_addr"),
@@ -484,6 +494,7 @@ impl RevokdProcess {
         let drain = std::thread::spawn(move || lines.map_while(Result::ok).for_each(keep_line));
         RevokdProcess {
             grpc_addr: grpc,
+            grpc_unix,
             admin_addr: admin,
             http_addr: http,
             authz_addr: authz,
