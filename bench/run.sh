@@ -296,10 +296,10 @@ issue_token() { # a token from the running revokd
   echo "$token"
 }
 
-grpc_verify_valid() { # grpc_verify_valid ADDR TOKEN: one real gRPC call must answer VERDICT_VALID
+grpc_verify_valid() { # grpc_verify_valid ADDR TOKEN: one real gRPC call must answer VALID
   local json
   json=$("$REVOKD" token --addr "http://$1" verify "$2") || die "VerifyToken on :${1##*:} failed"
-  grep -q '"verdict":"VERDICT_VALID"' <<<"$json" || die "VerifyToken on :${1##*:} answered $json"
+  grep -q '"verdict":"VALID"' <<<"$json" || die "VerifyToken on :${1##*:} answered $json"
 }
 
 # ---- the baseline ------------------------------------------------------------

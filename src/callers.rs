@@ -70,6 +70,10 @@ pub struct ClientEntry {
     /// The audiences it may issue tokens for; empty: any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
+    /// DNS names (or IP addresses) a TLS client certificate, verified against
+    /// `--tls-client-ca`, may carry to be this client on the gRPC API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_names: Vec<String>,
 }
 
 /// The registry file.
@@ -172,6 +176,8 @@ pub enum Credentials {
         /// The secret (never logged).
         secret: String,
     },
+    /// A TLS client certificate (DER), already verified against `--tls-client-ca`.
+    Certificate(Arc<Vec<u8>>),
 }
 
 /// Reads an `authorization` value: `Basic base64(id:secret)` or `Bearer
@@ -228,6 +234,8 @@ fn valid_id(id: &str) -> bool {
 /// The clients of one registry file, as loaded.
 pub struct Registry {
     clients: HashMap<String, (Arc<Client>, String)>,
+    /// (name, client) for clients that may come with a TLS client certificate.
+    tls_names: Vec<(String, Arc<Client>)>,
     /// Keyed digests of (id, secret) pairs that checked out.
     verified: Mutex<HashSet<[u8; 32]>>,
     digest_key: aws_lc_rs::hmac::Key,
@@ -251,6 +259,7 @@ impl Registry {
     pub fn parse(text: &str) -> Result<Registry, String> {
         let file: RegistryFile = serde_json::from_str(text).map_err(|e| format!("not a clients file: {e}"))?;
         let mut clients = HashMap::new();
+        let mut tls_names = Vec::new();
         for entry in file.clients {
             if !valid_id(&entry.id) {
                 return Err(format!("client id {:?}: 1 to 64 of A-Z a-z 0-9 _ -", entry.id));
@@ -263,15 +272,13 @@ impl Registry {
             if entry.permissions.is_empty() {
                 return Err(format!("client {}: no permissions", entry.id));
             }
-            let client = Client {
+            let client = Arc::new(Client {
                 id: entry.id.clone(),
                 permissions: entry.permissions.into_iter().collect(),
                 audiences: entry.audiences,
-            };
-            if clients
-                .insert(entry.id.clone(), (Arc::new(client), entry.secret_hash))
-                .is_some()
-            {
+            });
+            tls_names.extend(entry.tls_names.into_iter().map(|name| (name, client.clone())));
+            if clients.insert(entry.id.clone(), (client, entry.secret_hash)).is_some() {
                 return Err(format!("client {}: listed twice", entry.id));
             }
         }
@@ -280,6 +287,7 @@ impl Registry {
         rng.fill(&mut key).map_err(|_| "no randomness".to_string())?;
         Ok(Registry {
             clients,
+            tls_names,
             verified: Mutex::new(HashSet::new()),
             digest_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key),
         })
@@ -299,6 +307,17 @@ impl Registry {
     /// Whether it has none.
     pub fn is_empty(&self) -> bool {
         self.clients.is_empty()
+    }
+
+    /// The client a verified TLS client certificate names (its first `tls_names` match).
+    pub fn authenticate_certificate(&self, der: &[u8]) -> Result<Arc<Client>, Denied> {
+        self.tls_names
+            .iter()
+            .find(|(name, _)| crate::tls::certificate_names(der, name))
+            .map(|(_, client)| client.clone())
+            .ok_or(Denied::Unauthenticated(
+                "the client certificate names no registered client",
+            ))
     }
 
     /// The client `id` if `secret` is its secret.
@@ -359,16 +378,26 @@ impl CallerPolicy {
 
     /// Who presented `credentials`, if they may do `permission`.
     pub async fn authorize(&self, credentials: Credentials, permission: Option<Permission>) -> Result<Caller, Denied> {
+        if credentials == Credentials::None {
+            return if self.anonymous {
+                Ok(Caller::Anonymous)
+            } else {
+                Err(Denied::Unauthenticated("caller credentials required"))
+            };
+        }
         let registry = self.registry.load_full();
-        let caller = match (credentials, registry.as_ref()) {
-            (Credentials::None, _) if self.anonymous => return Ok(Caller::Anonymous),
-            (Credentials::None, _) => return Err(Denied::Unauthenticated("caller credentials required")),
+        let Some(registry) = registry.as_ref() else {
             // Credentials where no client is registered: nothing to check them against.
-            (Credentials::Secret { .. }, None) if self.anonymous => return Ok(Caller::Anonymous),
-            (Credentials::Secret { .. }, None) => {
-                return Err(Denied::Unauthenticated("unknown client or wrong secret"));
-            }
-            (Credentials::Secret { id, secret }, Some(registry)) => registry.authenticate(&id, &secret).await?,
+            return if self.anonymous {
+                Ok(Caller::Anonymous)
+            } else {
+                Err(Denied::Unauthenticated("unknown client or wrong secret"))
+            };
+        };
+        let caller = match credentials {
+            Credentials::None => unreachable!("handled above"),
+            Credentials::Secret { id, secret } => registry.authenticate(&id, &secret).await?,
+            Credentials::Certificate(der) => registry.authenticate_certificate(&der)?,
         };
         if let Some(p) = permission
             && !caller.may(p)
@@ -382,13 +411,19 @@ impl CallerPolicy {
         Ok(Caller::Client(caller))
     }
 
-    /// [`CallerPolicy::authorize`] from an `authorization` value.
-    pub async fn authorize_header(
+    /// [`CallerPolicy::authorize`] from an `authorization` value, or else a
+    /// verified TLS client certificate.
+    pub async fn authorize_call(
         &self,
         authorization: Option<&str>,
+        certificate: Option<Arc<Vec<u8>>>,
         permission: Option<Permission>,
     ) -> Result<Caller, Denied> {
-        self.authorize(credentials(authorization)?, permission).await
+        let credentials = match (credentials(authorization)?, certificate) {
+            (Credentials::None, Some(der)) => Credentials::Certificate(der),
+            (presented, _) => presented,
+        };
+        self.authorize(credentials, permission).await
     }
 }
 
@@ -446,6 +481,7 @@ pub fn add_client(
     id: &str,
     permissions: Vec<Permission>,
     audiences: Vec<String>,
+    tls_names: Vec<String>,
 ) -> Result<String, String> {
     if !valid_id(id) {
         return Err(format!("--id {id:?}: 1 to 64 of A-Z a-z 0-9 _ -"));
@@ -467,6 +503,7 @@ pub fn add_client(
         secret_hash: hash_secret(&secret)?,
         permissions,
         audiences,
+        tls_names,
     });
     let text = serde_json::to_string_pretty(&file).map_err(|e| e.to_string())? + "\n";
     // Check what we write loads.
@@ -527,13 +564,14 @@ mod tests {
             "app",
             vec![Permission::Verify, Permission::Issue],
             vec!["web".into()],
+            vec![],
         )
         .unwrap();
         assert!(secret.starts_with("app."));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&secret), "only the hash is stored");
         assert!(
-            add_client(&path, "app", vec![Permission::Verify], vec![]).is_err(),
+            add_client(&path, "app", vec![Permission::Verify], vec![], vec![]).is_err(),
             "no duplicate ids"
         );
         let registry: Registries = Arc::new(ArcSwap::from_pointee(Some(Arc::new(Registry::load(&path).unwrap()))));

@@ -280,6 +280,20 @@ pub struct ServeConfig {
     #[arg(long, env = "REVOKD_REQUIRE_CALLER_AUTH")]
     pub require_caller_auth: bool,
 
+    /// TLS certificate chain (PEM) for the gRPC and HTTP API listeners; reloaded when the file
+    /// changes (cert-manager). Needs --tls-key.
+    #[arg(long, env = "REVOKD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The TLS private key (PEM) of --tls-cert.
+    #[arg(long, env = "REVOKD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA certificates (PEM) that TLS client certificates must chain to (mTLS); a verified
+    /// certificate names a registered client by its tls_names.
+    #[arg(long, env = "REVOKD_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Migration mode: what tokens signed before revokd look like.
     #[command(flatten)]
     pub legacy: LegacyArgs,
@@ -387,6 +401,12 @@ impl ServeConfig {
         }
         if self.max_staleness < Duration::from_millis(5) || self.max_staleness > Duration::from_secs(60) {
             return Err("--max-staleness must be between 5ms and 60s".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("--tls-client-ca needs --tls-cert and --tls-key".into());
         }
         if self.require_caller_auth && self.clients_file.is_none() {
             return Err("--require-caller-auth needs --clients-file (create one with `revokd client add`)".into());
@@ -635,5 +655,20 @@ pub enum ClientAction {
         /// An audience it may issue tokens for; repeat for several (none: any).
         #[arg(long = "audience")]
         audiences: Vec<String>,
+        /// A DNS name (or IP address) a TLS client certificate may carry to be this client
+        /// (with --tls-client-ca); repeat for several.
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
     },
+}
+
+impl ServeConfig {
+    /// The TLS files, when `--tls-cert` is given (validated together).
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
 }

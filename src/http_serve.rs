@@ -53,7 +53,7 @@ impl Limits {
 /// Waits for a free slot of `slots`, then accepts a connection on
 /// `listener` (Nagle off); `None` once `stop` completes. An accept error (out
 /// of file descriptors, say) is logged and retried after a pause, not spun on.
-async fn accept_within(
+pub(crate) async fn accept_within(
     listener: &TcpListener,
     slots: &Arc<Semaphore>,
     mut stop: impl Future<Output = ()> + Unpin,
@@ -80,11 +80,13 @@ async fn accept_within(
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown`, then lets
-/// the requests in flight finish (the caller bounds how long).
+/// the requests in flight finish (the caller bounds how long). With `tls`,
+/// each connection first completes a TLS handshake within the header deadline.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
@@ -97,26 +99,17 @@ pub async fn serve(
             break;
         };
         let service = TowerToHyperService::new(router.clone());
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = tokio::time::sleep(limits.max_connection_age) => {
-                    // Finish what is in flight, then close.
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.header_read_timeout, connection).await;
-                }
-                _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+            match tls {
+                None => serve_connection(TokioIo::new(stream), service, limits, stop).await,
+                Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => serve_connection(TokioIo::new(stream), service, limits, stop).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
@@ -125,6 +118,37 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// One HTTP/1.1 connection: the header deadline, the maximum age, and a
+/// graceful end when `stop` turns true.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<Router>,
+    limits: Limits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let connection = builder.serve_connection(io, service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = tokio::time::sleep(limits.max_connection_age) => {
+            // Finish what is in flight, then close.
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.header_read_timeout, connection).await;
+        }
+        _ = async { drop(stop.wait_for(|stop| *stop).await) } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// The soft limit on open file descriptors (`RLIMIT_NOFILE`), from

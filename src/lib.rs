@@ -34,6 +34,7 @@
 //!   header and connection-age deadlines.
 //! - [`server`]: bind, serve gRPC and admin, drain on shutdown.
 //! - [`shutdown`]: the SIGTERM / SIGINT future.
+//! - [`tls`]: TLS for the gRPC and HTTP API listeners: certificate reload, mTLS.
 //! - [`telemetry`]: logging setup.
 //! - [`client`]: the `revokd token` command line client.
 //! - [`proto`]: generated code; request decoding (`TryFrom`) and answer
@@ -72,4 +73,5 @@ pub(crate) mod service;
 pub mod sessions;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;

@@ -70,7 +70,8 @@ fn main() -> ExitCode {
                 id,
                 permissions,
                 audiences,
-            } => match revokd::callers::add_client(&clients_file, &id, permissions, audiences) {
+                tls_names,
+            } => match revokd::callers::add_client(&clients_file, &id, permissions, audiences, tls_names) {
                 Ok(secret) => {
                     // The only time the secret is shown.
                     println!("{}", serde_json::json!({"id": id, "secret": secret}));

@@ -59,6 +59,9 @@ pub enum StartError {
     /// The clients file could not be loaded.
     #[error("clients: {0}")]
     Clients(String),
+    /// The TLS certificate, key or client CA could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The configuration cannot work.
     #[error("{0}")]
     Config(#[from] ConfigError),
@@ -333,6 +336,8 @@ pub struct Server {
     keys_fingerprint: Option<u64>,
     /// The registered callers (`--clients-file`), if any.
     callers: Registries,
+    /// TLS for the gRPC and HTTP API listeners (`--tls-cert`).
+    tls: Option<crate::tls::ServerTls>,
     metrics: Metrics,
     prometheus: metrics_exporter_prometheus::PrometheusHandle,
     /// What runs beside the listeners (mirror sync, Sentinel watch); dropped, they stop.
@@ -364,6 +369,10 @@ impl Server {
         let (keys, keys_fingerprint) = load_keys(&config)?;
         let legacy = load_legacy(&config)?;
         let callers = load_callers(&config)?;
+        let tls = match config.tls_files() {
+            Some(files) => Some(crate::tls::ServerTls::load(files).map_err(StartError::Tls)?),
+            None => None,
+        };
         let prometheus = crate::metrics::install();
         let metrics = Metrics::new();
         let (store, background) = connect_store(&config, target.as_ref(), &metrics).await?;
@@ -389,6 +398,7 @@ impl Server {
             keys,
             keys_fingerprint,
             callers,
+            tls,
             metrics,
             prometheus,
             _background: background,
@@ -476,10 +486,18 @@ impl Server {
         let grpc_server: std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
             match self.grpc {
                 // Capped, and Nagle off: small unary replies must not wait.
-                GrpcListener::Tcp(listener) => Box::pin(
-                    grpc_server
-                        .serve_with_incoming_shutdown(capped_incoming(listener, caps.grpc), stopped(stop_rx.clone())),
-                ),
+                GrpcListener::Tcp(listener) => {
+                    match &self.tls {
+                        Some(tls) => Box::pin(grpc_server.serve_with_incoming_shutdown(
+                            crate::tls::tls_incoming(listener, caps.grpc, tls.grpc.clone(), Duration::from_secs(5)),
+                            stopped(stop_rx.clone()),
+                        )),
+                        None => Box::pin(grpc_server.serve_with_incoming_shutdown(
+                            capped_incoming(listener, caps.grpc),
+                            stopped(stop_rx.clone()),
+                        )),
+                    }
+                }
                 GrpcListener::Unix(listener, path) => {
                     socket_path = Some(path);
                     Box::pin(grpc_server.serve_with_incoming_shutdown(
@@ -503,6 +521,7 @@ impl Server {
                 caller_policy(&self.config, &self.callers, http_addr.ip().is_loopback()),
             ),
             Limits::api(caps),
+            self.tls.as_ref().map(|tls| tls.http.clone()),
             stopped(stop_rx.clone()),
         );
         let admin_router = admin::router(AdminState {
@@ -511,8 +530,13 @@ impl Server {
             metrics: self.metrics.clone(),
             prometheus: self.prometheus.clone(),
         });
-        let admin_server =
-            crate::http_serve::serve(self.admin, admin_router, Limits::admin(caps), stopped(stop_rx.clone()));
+        let admin_server = crate::http_serve::serve(
+            self.admin,
+            admin_router,
+            Limits::admin(caps),
+            None,
+            stopped(stop_rx.clone()),
+        );
 
         let watcher = match &self.config.keys_dir {
             Some(dir) if !self.config.keys_reload_interval.is_zero() => {
@@ -525,6 +549,12 @@ impl Server {
                     self.keys_fingerprint,
                     move |_| authority.cache().clear(),
                 ))
+            }
+            _ => None,
+        };
+        let tls_watcher = match &self.tls {
+            Some(tls) if !self.config.keys_reload_interval.is_zero() => {
+                Some(tls.watch(self.config.keys_reload_interval))
             }
             _ => None,
         };
@@ -560,6 +590,9 @@ impl Server {
             r = &mut authz_task => return Err(StartError::Serve(format!("ext_authz server stopped: {r:?}"))),
         }
         if let Some(w) = callers_watcher {
+            w.abort();
+        }
+        if let Some(w) = tls_watcher {
             w.abort();
         }
         if let Some(w) = watcher {

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tonic::Extensions;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::field::Empty;
@@ -100,7 +101,7 @@ impl TokenGrpcService {
     async fn call<T, Fut>(
         &self,
         method: &'static str,
-        metadata: &MetadataMap,
+        (metadata, extensions): (&MetadataMap, &Extensions),
         work: impl FnOnce(Caller) -> Fut,
     ) -> Result<Response<T>, Status>
     where
@@ -108,7 +109,15 @@ impl TokenGrpcService {
     {
         async {
             let authorization = metadata.get("authorization").and_then(|v| v.to_str().ok());
-            let result = match self.callers.authorize_header(authorization, permission(method)).await {
+            // A client certificate the TLS layer verified against --tls-client-ca.
+            let certificate = extensions
+                .get::<crate::tls::TlsConnectInfo>()
+                .and_then(|info| info.peer_certificate.clone());
+            let result = match self
+                .callers
+                .authorize_call(authorization, certificate, permission(method))
+                .await
+            {
                 Ok(caller) => {
                     if let Some(id) = caller.id() {
                         record("client_id", id);
@@ -133,8 +142,8 @@ impl TokenGrpcService {
 #[tonic::async_trait]
 impl TokenService for TokenGrpcService {
     async fn issue_token(&self, request: Request<IssueTokenRequest>) -> Result<Response<IssueTokenResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
-        self.call("IssueToken", &metadata, |caller| async move {
+        let (metadata, extensions, request) = request.into_parts();
+        self.call("IssueToken", (&metadata, &extensions), |caller| async move {
             let mut params: crate::tokens::IssueParams = request.try_into()?;
             caller.check_audiences(&params.audience)?;
             params.client_id = caller.id().map(str::to_owned);
@@ -149,8 +158,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<VerifyTokenRequest>,
     ) -> Result<Response<VerifyTokenResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        self.call(HOT_METHOD, &metadata, |_| async move {
+        let (metadata, extensions, req) = request.into_parts();
+        self.call(HOT_METHOD, (&metadata, &extensions), |_| async move {
             let audience = (!req.audience.is_empty()).then_some(req.audience.as_str());
             let outcome = self.authority.verify(&req.token, audience).await?;
             record("verdict", outcome.verdict.as_str());
@@ -169,8 +178,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        self.call("RevokeToken", &metadata, |_| async move {
+        let (metadata, extensions, req) = request.into_parts();
+        self.call("RevokeToken", (&metadata, &extensions), |_| async move {
             let outcome = self.authority.revoke(req.target.try_into()?, &req.reason).await?;
             record("jti", &outcome.jti);
             Ok(outcome.into())
@@ -182,8 +191,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<IssueSessionRequest>,
     ) -> Result<Response<IssueSessionResponse>, Status> {
-        let (metadata, _, request) = request.into_parts();
-        self.call("IssueSession", &metadata, |caller| async move {
+        let (metadata, extensions, request) = request.into_parts();
+        self.call("IssueSession", (&metadata, &extensions), |caller| async move {
             let mut params: crate::sessions::SessionParams = request.try_into()?;
             caller.check_audiences(&params.audience)?;
             params.client_id = caller.id().map(str::to_owned);
@@ -198,8 +207,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RefreshSessionRequest>,
     ) -> Result<Response<RefreshSessionResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        self.call("RefreshSession", &metadata, |_| async move {
+        let (metadata, extensions, req) = request.into_parts();
+        self.call("RefreshSession", (&metadata, &extensions), |_| async move {
             let tokens = self.authority.refresh_session(&req.refresh_token).await?;
             record("session_id", &tokens.session_id);
             Ok(tokens.into())
@@ -211,8 +220,8 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeSessionRequest>,
     ) -> Result<Response<RevokeSessionResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        self.call("RevokeSession", &metadata, |_| async move {
+        let (metadata, extensions, req) = request.into_parts();
+        self.call("RevokeSession", (&metadata, &extensions), |_| async move {
             let outcome = self
                 .authority
                 .revoke_session(req.target.try_into()?, &req.reason)
@@ -227,16 +236,18 @@ impl TokenService for TokenGrpcService {
         &self,
         request: Request<RevokeSubjectRequest>,
     ) -> Result<Response<RevokeSubjectResponse>, Status> {
-        let (metadata, _, req) = request.into_parts();
-        self.call("RevokeSubject", &metadata, |_| async move {
+        let (metadata, extensions, req) = request.into_parts();
+        self.call("RevokeSubject", (&metadata, &extensions), |_| async move {
             Ok(self.authority.revoke_subject(&req.subject, &req.reason).await?.into())
         })
         .await
     }
 
     async fn get_jwks(&self, request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
-        self.call("GetJwks", request.metadata(), |_| async { self.jwks() })
-            .await
+        self.call("GetJwks", (request.metadata(), request.extensions()), |_| async {
+            self.jwks()
+        })
+        .await
     }
 }
 

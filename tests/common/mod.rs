@@ -468,8 +468,7 @@ impl RevokdProcess {
                 log.push(line);
             }
         };
-        let mut grpc_unix = None;
-        let (grpc, admin, http, authz) = loop {
+        let (grpc, grpc_unix, admin, http, authz) = loop {
             let line = lines.next().expect("revokd logs its addresses").unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
             keep_line(line);
@@ -477,13 +476,14 @@ impl RevokdProcess {
                 let addr = |name: &str| v[name].as_str().map(|a| a.parse::<SocketAddr>().unwrap());
                 // A Unix socket has no TCP address: a placeholder, and the path.
                 let grpc_text = v["grpc_addr"].as_str().unwrap().to_owned();
-                grpc_unix = grpc_text.strip_prefix("unix:").map(std::path::PathBuf::from);
+                let grpc_unix = grpc_text.strip_prefix("unix:").map(std::path::PathBuf::from);
                 break (
                     if grpc_unix.is_some() {
                         SocketAddr::from(([0, 0, 0, 0], 0))
                     } else {
                         addr("grpc_addr").unwrap()
                     },
+                    grpc_unix,
                     addr("admin_addr").unwrap(),
                     addr("http_addr"),
                     addr("authz_addr"),

@@ -181,3 +181,46 @@ impl Drop for TlsRedis {
         self.stop();
     }
 }
+
+/// A throwaway CA in a temporary directory that issues server and client
+/// certificates as PEM files, for revokd's own TLS listeners.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca: Issuer<'static, KeyPair>,
+    /// The CA certificate's file.
+    pub ca_file: PathBuf,
+}
+
+impl Pki {
+    pub fn new(common_name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, ca_pem) = make_ca(common_name);
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).unwrap();
+        Pki { dir, ca, ca_file }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) with a new key,
+    /// for a server or a client; written as `<file>.pem` and `<file>.key`.
+    pub fn issue(&self, file: &str, names: &[&str], client: bool) -> (PathBuf, PathBuf) {
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, names[0]);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.ca).unwrap();
+        let (cert_file, key_file) = (
+            self.dir.path().join(format!("{file}.pem")),
+            self.dir.path().join(format!("{file}.key")),
+        );
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        (cert_file, key_file)
+    }
+}
