@@ -124,6 +124,10 @@ fn describe() {
         "Time to decide an authorization check for a proxy, in seconds."
     );
     describe_counter!(
+        "revokd_oauth_requests_total",
+        "Calls of the OAuth endpoints (/revoke, /introspect) by endpoint and result (ok or the OAuth error code)."
+    );
+    describe_counter!(
         "revokd_legacy_tokens_total",
         "Tokens verified with the legacy key of migration mode, by verdict; 0 for a while: turn migration mode off."
     );
@@ -184,6 +188,11 @@ impl Metrics {
         let i = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
         self.0.verify[i].increment(1);
         self.0.verify_duration.record(took.as_secs_f64());
+    }
+
+    /// An OAuth endpoint call ended with `result` (`ok` or the OAuth error code).
+    pub fn oauth(&self, endpoint: &'static str, result: &'static str) {
+        counter!("revokd_oauth_requests_total", "endpoint" => endpoint, "result" => result).increment(1);
     }
 
     /// A legacy token (migration mode) got `verdict`.

@@ -54,9 +54,26 @@ impl std::fmt::Debug for OAuth {
 /// `/revoke` and `/introspect`.
 pub(crate) fn routes(authority: Arc<TokenAuthority>, callers: CallerPolicy) -> Router {
     Router::new()
-        .route("/revoke", post(revoke))
-        .route("/introspect", post(introspect))
+        .route("/revoke", post(counted_revoke))
+        .route("/introspect", post(counted_introspect))
         .with_state(OAuth { authority, callers })
+}
+
+/// Counts the answer of `endpoint` by result.
+fn counted(oauth: &OAuth, endpoint: &'static str, answer: Result<Response, OAuthError>) -> Response {
+    let result = answer.as_ref().map_or_else(OAuthError::code, |_| "ok");
+    oauth.authority.metrics.oauth(endpoint, result);
+    answer.into_response()
+}
+
+async fn counted_revoke(State(oauth): State<OAuth>, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = revoke(&oauth, &headers, &body).await;
+    counted(&oauth, "revoke", answer)
+}
+
+async fn counted_introspect(State(oauth): State<OAuth>, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = introspect(&oauth, &headers, &body).await;
+    counted(&oauth, "introspect", answer)
 }
 
 /// An OAuth error answer (RFC 6749 5.2), JSON.
@@ -72,6 +89,19 @@ enum OAuthError {
     Unavailable,
     /// 500 `server_error` (details only in the log).
     Server,
+}
+
+impl OAuthError {
+    /// Its OAuth error code (the `result` label of `revokd_oauth_requests_total`).
+    fn code(&self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient(_) => "invalid_client",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
+            OAuthError::Unavailable => "temporarily_unavailable",
+            OAuthError::Server => "server_error",
+        }
+    }
 }
 
 impl IntoResponse for OAuthError {
@@ -221,9 +251,9 @@ fn foreign(caller: &Caller, token: &AuthenticatedToken) -> bool {
     }
 }
 
-async fn revoke(State(oauth): State<OAuth>, headers: HeaderMap, body: Bytes) -> Result<Response, OAuthError> {
-    let params = form(&headers, &body)?;
-    let caller = client(&oauth, &headers, &params, Permission::Revoke).await?;
+async fn revoke(oauth: &OAuth, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let params = form(headers, body)?;
+    let caller = client(oauth, headers, &params, Permission::Revoke).await?;
     let token = token_param(&params)?;
     let authority = &oauth.authority;
     // Not ours, or not a token: nothing to revoke, and the client need not know.
@@ -259,9 +289,9 @@ fn inactive() -> Response {
     json_ok(json!({"active": false}).to_string())
 }
 
-async fn introspect(State(oauth): State<OAuth>, headers: HeaderMap, body: Bytes) -> Result<Response, OAuthError> {
-    let params = form(&headers, &body)?;
-    client(&oauth, &headers, &params, Permission::Introspect).await?;
+async fn introspect(oauth: &OAuth, headers: &HeaderMap, body: &[u8]) -> Result<Response, OAuthError> {
+    let params = form(headers, body)?;
+    client(oauth, headers, &params, Permission::Introspect).await?;
     let token = token_param(&params)?;
     let authority = &oauth.authority;
     let Ok(authenticated) = authority.verifier.authenticate(token) else {

@@ -8,6 +8,7 @@ token of its session, another client's token, the store down.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
@@ -154,6 +155,12 @@ def test_bad_clients_and_bad_requests(oauth_revokd):
         assert r.status_code == 400, r.text
         assert r.json()["error"] == "invalid_request"
     assert introspect(oauth_revokd, s.access_token)["active"] is True, "nothing was revoked"
+    # Counted by endpoint and result.
+    metrics = httpx.get(f"{oauth_revokd.admin_url}/metrics", timeout=5).text
+    for endpoint, result in [("revoke", "invalid_client"), ("introspect", "unauthorized_client"),
+                             ("revoke", "invalid_request"), ("introspect", "ok")]:
+        sample = f'revokd_oauth_requests_total{{endpoint="{endpoint}",result="{result}"}}'
+        assert re.search(re.escape(sample) + r" [1-9]", metrics), sample
 
 
 def test_the_store_down_is_503_never_active(tmp_path, keys_dir):
