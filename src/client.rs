@@ -212,12 +212,17 @@ pub async fn token(args: TokenArgs) -> Result<Answer, CliError> {
 /// Runs one `revokd session` action.
 pub async fn session(args: SessionArgs) -> Result<Answer, CliError> {
     let mut client = connect(&args.endpoint).await?;
-    let pair = |access: String, refresh: String, sid: String, access_exp, refresh_exp, kid: String| {
-        json!({
-            "access_token": access, "refresh_token": refresh, "session_id": sid,
-            "access_expires_at": rfc3339(access_exp), "refresh_expires_at": rfc3339(refresh_exp), "key_id": kid,
-        })
-    };
+    // IssueSession and RefreshSession answer with the same fields.
+    macro_rules! pair {
+        ($r:expr) => {{
+            let r = $r;
+            json!({
+                "access_token": r.access_token, "refresh_token": r.refresh_token, "session_id": r.session_id,
+                "access_expires_at": rfc3339(r.access_expires_at),
+                "refresh_expires_at": rfc3339(r.refresh_expires_at), "key_id": r.key_id,
+            })
+        }};
+    }
     match args.action {
         SessionAction::Login {
             subject,
@@ -235,28 +240,14 @@ pub async fn session(args: SessionArgs) -> Result<Answer, CliError> {
                 })
                 .await?
                 .into_inner();
-            print(pair(
-                r.access_token,
-                r.refresh_token,
-                r.session_id,
-                r.access_expires_at,
-                r.refresh_expires_at,
-                r.key_id,
-            ));
+            print(pair!(r));
         }
         SessionAction::Refresh { refresh_token } => {
             let r = client
                 .refresh_session(RefreshSessionRequest { refresh_token })
                 .await?
                 .into_inner();
-            print(pair(
-                r.access_token,
-                r.refresh_token,
-                r.session_id,
-                r.access_expires_at,
-                r.refresh_expires_at,
-                r.key_id,
-            ));
+            print(pair!(r));
         }
         SessionAction::Logout {
             token,

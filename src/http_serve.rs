@@ -190,22 +190,42 @@ impl Caps {
     }
 }
 
-/// A connection that holds its listener's slot until it closes.
+/// A connection that holds its listener's slot until it closes: a TCP
+/// stream ([`Capped`]) or a TLS one ([`crate::tls::TlsConnection`]), with what
+/// tonic puts in each request's extensions (`info`).
 #[derive(Debug)]
-pub struct Capped {
-    stream: tokio::net::TcpStream,
+pub struct Held<S, I> {
+    stream: S,
+    info: I,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl tonic::transport::server::Connected for Capped {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+impl<S, I> Held<S, I> {
+    /// `stream`, holding `slot`, described by `info`.
+    pub fn new(stream: S, info: I, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        Held {
+            stream,
+            info,
+            _slot: slot,
+        }
     }
 }
 
-impl tokio::io::AsyncRead for Capped {
+/// A plain TCP connection of a capped gRPC listener.
+pub type Capped = Held<tokio::net::TcpStream, tonic::transport::server::TcpConnectInfo>;
+
+impl<S, I> tonic::transport::server::Connected for Held<S, I>
+where
+    I: Clone + Send + Sync + 'static,
+{
+    type ConnectInfo = I;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin, I: Unpin> tokio::io::AsyncRead for Held<S, I> {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -215,7 +235,7 @@ impl tokio::io::AsyncRead for Capped {
     }
 }
 
-impl tokio::io::AsyncWrite for Capped {
+impl<S: tokio::io::AsyncWrite + Unpin, I: Unpin> tokio::io::AsyncWrite for Held<S, I> {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -265,7 +285,8 @@ pub fn capped_incoming(
             let Some((stream, slot)) = accept_within(&listener, &slots, closed).await else {
                 return;
             };
-            if tx.send(Ok(Capped { stream, _slot: slot })).await.is_err() {
+            let info = tonic::transport::server::Connected::connect_info(&stream);
+            if tx.send(Ok(Held::new(stream, info, slot))).await.is_err() {
                 return;
             }
         }

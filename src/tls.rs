@@ -157,55 +157,8 @@ pub struct TlsConnectInfo {
     pub peer_certificate: Option<Arc<Vec<u8>>>,
 }
 
-/// A TLS connection that holds its listener's slot until it closes.
-#[derive(Debug)]
-pub struct TlsConnection {
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    info: TlsConnectInfo,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl tonic::transport::server::Connected for TlsConnection {
-    type ConnectInfo = TlsConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.info.clone()
-    }
-}
-
-impl tokio::io::AsyncRead for TlsConnection {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TlsConnection {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
+/// A TLS connection of a capped gRPC listener.
+pub type TlsConnection = crate::http_serve::Held<tokio_rustls::server::TlsStream<TcpStream>, TlsConnectInfo>;
 
 /// The TLS connections of a gRPC listener: at most `cap` open at once, each
 /// handshake in a task of its own (bounded by `handshake_timeout`), so a
@@ -239,13 +192,7 @@ pub fn tls_incoming(
                             remote_addr,
                             peer_certificate,
                         };
-                        let _ = tx
-                            .send(Ok(TlsConnection {
-                                stream,
-                                info,
-                                _slot: slot,
-                            }))
-                            .await;
+                        let _ = tx.send(Ok(TlsConnection::new(stream, info, slot))).await;
                     }
                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),

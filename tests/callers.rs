@@ -265,3 +265,39 @@ async fn the_grpc_api_on_a_unix_socket() {
     assert_eq!(p.terminate().await.code(), Some(0));
     assert!(!socket.exists(), "the socket is removed at exit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_refreshed_only_by_its_client() {
+    use revokd::proto::v1::{IssueSessionRequest, RefreshSessionRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clients.json");
+    let app = format!("Bearer {}", add_client(&file, "app", &["issue"], &[]));
+    let other = format!("Bearer {}", add_client(&file, "other", &["issue"], &[]));
+    let p = RevokdProcess::spawn(&["--clients-file", file.to_str().unwrap(), "--require-caller-auth"]);
+    let mut c = p.client().await;
+    let login = IssueSessionRequest {
+        subject: "alice".into(),
+        ..Default::default()
+    };
+    let s = c
+        .issue_session(with_auth(login, Some(&app)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claims(&s.refresh_token)["client_id"], "app");
+    let refresh = |token: &str| RefreshSessionRequest {
+        refresh_token: token.into(),
+    };
+    let refused = c
+        .refresh_session(with_auth(refresh(&s.refresh_token), Some(&other)))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    // Refused before anything happened: the owner's refresh still works, and keeps the claim.
+    let next = c
+        .refresh_session(with_auth(refresh(&s.refresh_token), Some(&app)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claims(&next.access_token)["client_id"], "app");
+}

@@ -40,6 +40,17 @@ DEFAULT_AUDIENCE = "demo-app"
 _UNAVAILABLE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
+def grpc_target(addr: str) -> str:
+    """REVOKD_ADDR as grpcio wants it: `HOST:PORT` and `http://HOST:PORT` (the form the manifests and
+    the CLI use) are both accepted; `unix:/path` is passed through."""
+    addr = addr.strip()
+    if addr.startswith("http://"):
+        return addr[len("http://"):].rstrip("/")
+    if addr.startswith("https://"):
+        raise ValueError(f"REVOKD_ADDR {addr!r}: this example speaks plaintext gRPC (HOST:PORT or http://HOST:PORT)")
+    return addr
+
+
 class RevokdClient:
     """A lazily connected TokenService client.
 
@@ -48,7 +59,7 @@ class RevokdClient:
     """
 
     def __init__(self, addr: str | None = None, timeout: float | None = None) -> None:
-        self.addr = addr or os.environ.get("REVOKD_ADDR", DEFAULT_ADDR)
+        self.addr = grpc_target(addr or os.environ.get("REVOKD_ADDR", DEFAULT_ADDR))
         self.timeout = timeout if timeout is not None else float(os.environ.get("REVOKD_TIMEOUT", "2"))
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None

@@ -202,3 +202,19 @@ def test_redis_down_fails_closed(keys_dir, tmp_path):
         revokd_client.close()
         stop_process(redis.proc, "redis-server")
         stop_revokd_checked(server)
+
+
+def test_revokd_addr_takes_both_forms(revokd):
+    from app import grpc_target
+
+    assert grpc_target("127.0.0.1:50051") == "127.0.0.1:50051"
+    assert grpc_target("http://127.0.0.1:50051") == "127.0.0.1:50051"
+    assert grpc_target("unix:/run/revokd/grpc.sock") == "unix:/run/revokd/grpc.sock"
+    with pytest.raises(ValueError):
+        grpc_target("https://x:1")
+    # The manifests' form reaches the real server.
+    c = RevokdClient("http://" + revokd.grpc_addr, timeout=5.0)
+    with TestClient(create_app(client=c)) as app:
+        r = app.post("/login", json={"username": "alice", "password": "wonderland"})
+        assert r.status_code == 200, r.text
+    c.close()
