@@ -160,6 +160,7 @@ pub async fn token(args: TokenArgs) -> Result<Answer, CliError> {
                     ttl: duration(ttl),
                     audience,
                     claims: None,
+                    claims_json: String::new(),
                 })
                 .await?
                 .into_inner();
@@ -235,6 +236,7 @@ pub async fn session(args: SessionArgs) -> Result<Answer, CliError> {
                     subject,
                     audience,
                     claims: None,
+                    claims_json: String::new(),
                     access_ttl: duration(access_ttl),
                     refresh_ttl: duration(refresh_ttl),
                 })

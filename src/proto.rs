@@ -93,11 +93,13 @@ fn duration(field: &'static str, d: Option<prost_types::Duration>) -> Result<Opt
     }
 }
 
-/// Optional claims as a JSON object.
-fn claims(s: Option<prost_types::Struct>) -> Result<Map<String, Value>, Error> {
-    match s {
-        Some(s) => struct_to_json(s).map_err(|e| Error::invalid("claims", e)),
-        None => Ok(Default::default()),
+/// Optional claims, from a Struct or from JSON text (not both), as a JSON object.
+fn claims(s: Option<prost_types::Struct>, json: &str) -> Result<Map<String, Value>, Error> {
+    match (s, json.is_empty()) {
+        (Some(_), false) => Err(Error::invalid("claims_json", "set claims or claims_json, not both")),
+        (Some(s), true) => struct_to_json(s).map_err(|e| Error::invalid("claims", e)),
+        (None, false) => serde_json::from_str(json).map_err(|_| Error::invalid("claims_json", "not a JSON object")),
+        (None, true) => Ok(Default::default()),
     }
 }
 
@@ -126,7 +128,7 @@ impl TryFrom<v1::IssueTokenRequest> for IssueParams {
             subject: req.subject,
             ttl: duration("ttl", req.ttl)?,
             audience: req.audience,
-            extra: claims(req.claims)?,
+            extra: claims(req.claims, &req.claims_json)?,
             session: None,
             client_id: None,
         })
@@ -161,6 +163,7 @@ impl From<VerifyOutcome> for v1::VerifyTokenResponse {
             resp.session_id = c.session_id.clone().unwrap_or_default();
             if !c.extra.is_empty() {
                 resp.claims = Some(json_to_struct(&c.extra));
+                resp.claims_json = Value::Object(c.extra.clone()).to_string();
             }
         }
         resp
@@ -194,7 +197,7 @@ impl TryFrom<v1::IssueSessionRequest> for SessionParams {
         Ok(SessionParams {
             subject: req.subject,
             audience: req.audience,
-            extra: claims(req.claims)?,
+            extra: claims(req.claims, &req.claims_json)?,
             access_ttl: duration("access_ttl", req.access_ttl)?,
             refresh_ttl: duration("refresh_ttl", req.refresh_ttl)?,
             client_id: None,

@@ -178,3 +178,64 @@ async fn every_verdict_with_redis_lookups() {
     let redis = RedisServer::start();
     every_verdict(Some(&redis), RevocationCheck::Redis).await;
 }
+
+/// Claims as JSON text keep their numbers exact both ways; a Struct carries
+/// every number as a double (42 becomes 42.0, 2^53 + 1 is rounded).
+#[tokio::test]
+async fn claims_as_json_keep_integers() {
+    let server = TestServer::start(None).await;
+    let mut client = server.client().await;
+    let issued = client
+        .issue_token(IssueTokenRequest {
+            subject: "alice".into(),
+            claims_json: r#"{"n": 42, "big": 9007199254740993, "nested": {"k": [1, 2.5]}}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = client
+        .verify_token(VerifyTokenRequest {
+            token: issued.token,
+            audience: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let exact: serde_json::Value = serde_json::from_str(&resp.claims_json).unwrap();
+    assert_eq!(
+        exact,
+        json!({"n": 42, "big": 9007199254740993u64, "nested": {"k": [1, 2.5]}})
+    );
+    assert!(resp.claims_json.contains("\"n\":42") && resp.claims_json.contains("9007199254740993"));
+    let lossy = revokd::proto::struct_to_json(resp.claims.unwrap()).unwrap();
+    assert_ne!(
+        lossy["big"],
+        json!(9007199254740993u64),
+        "the Struct form went through a double"
+    );
+
+    for (claims, claims_json, field) in [
+        (None, "[1]", "claims_json"),
+        (None, "{not json", "claims_json"),
+        (Some(json!({"a": 1})), r#"{"a": 1}"#, "claims_json"),
+        (None, r#"{"client_id": "x"}"#, "claims"),
+    ] {
+        let status = client
+            .issue_token(IssueTokenRequest {
+                subject: "alice".into(),
+                claims: claims.map(|c| revokd::proto::json_to_struct(c.as_object().unwrap())),
+                claims_json: claims_json.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{claims_json}");
+        assert!(
+            status.message().starts_with(field),
+            "{claims_json}: {}",
+            status.message()
+        );
+    }
+    server.shutdown().await;
+}

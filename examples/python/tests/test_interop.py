@@ -182,3 +182,15 @@ def test_revocation_of_a_pyjwt_token(stub, keys_dir):
     assert revoked.newly_revoked
     resp = stub.VerifyToken(pb.VerifyTokenRequest(token=token), timeout=5)
     assert pb.Verdict.Name(resp.verdict) == "VERDICT_REVOKED"
+
+
+def test_claims_json_keeps_python_ints(stub):
+    """A Struct turns every number into a float in Python (42 -> 42.0); claims_json does not."""
+    issued = stub.IssueToken(pb.IssueTokenRequest(subject="alice", claims_json='{"n": 42, "tags": ["a"]}'),
+                             timeout=5)
+    resp = stub.VerifyToken(pb.VerifyTokenRequest(token=issued.token), timeout=5)
+    assert resp.verdict == pb.VERDICT_VALID
+    claims = json.loads(resp.claims_json)
+    assert claims == {"n": 42, "tags": ["a"]}
+    assert isinstance(claims["n"], int)
+    assert resp.claims["n"] == 42.0 and isinstance(resp.claims["n"], float), "the Struct form, for contrast"
