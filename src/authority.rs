@@ -186,7 +186,7 @@ impl TokenAuthority {
     }
 
     /// Authenticates `token`, through the cache.
-    fn authenticate(&self, token: &str, now: i64) -> Result<Arc<AuthenticatedToken>, Verdict> {
+    pub(crate) fn authenticate(&self, token: &str, now: i64) -> Result<Arc<AuthenticatedToken>, Verdict> {
         if let Some(hit) = self.cache.get(token, now) {
             return Ok(hit);
         }

@@ -10,10 +10,10 @@
 //!
 //! Callers present `authorization: Basic base64(id:secret)` or `Bearer
 //! <secret>` (gRPC metadata or HTTP header; the OAuth endpoints also take
-//! `client_id` and `client_secret` form fields). An argon2 check costs tens
-//! of milliseconds, so a secret that checked out is remembered (as a keyed
-//! digest, never the secret) until the registry changes; failed checks run
-//! at most two at a time.
+//! `client_id` and `client_secret` form fields). An argon2id check is slow
+//! on purpose (19 MiB and two passes, the crate's defaults), so a secret that
+//! checked out is remembered (as a keyed digest, never the secret) until the
+//! registry changes; failed checks run at most two at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -136,6 +136,8 @@ fn describe() {
 
 struct Inner {
     verify: Vec<Counter>,
+    /// Per verdict, like `verify`: in migration mode most verifies are legacy ones.
+    legacy: Vec<Counter>,
     verify_duration: Histogram,
     cache_hits: Counter,
     cache_misses: Counter,
@@ -174,6 +176,10 @@ impl Metrics {
                 .iter()
                 .map(|v| counter!("revokd_verify_total", "verdict" => v.as_str()))
                 .collect(),
+            legacy: Verdict::ALL
+                .iter()
+                .map(|v| counter!("revokd_legacy_tokens_total", "verdict" => v.as_str()))
+                .collect(),
             verify_duration: histogram!("revokd_verify_duration_seconds"),
             cache_hits: counter!("revokd_token_cache_hits_total"),
             cache_misses: counter!("revokd_token_cache_misses_total"),
@@ -197,7 +203,8 @@ impl Metrics {
 
     /// A legacy token (migration mode) got `verdict`.
     pub fn legacy_verified(&self, verdict: Verdict) {
-        counter!("revokd_legacy_tokens_total", "verdict" => verdict.as_str()).increment(1);
+        let i = Verdict::ALL.iter().position(|v| *v == verdict).unwrap_or(0);
+        self.0.legacy[i].increment(1);
     }
 
     /// An IssueToken call ended with `result` (`ok`, `invalid_argument`, `error`).

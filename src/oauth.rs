@@ -294,36 +294,42 @@ async fn introspect(oauth: &OAuth, headers: &HeaderMap, body: &[u8]) -> Result<R
     client(oauth, headers, &params, Permission::Introspect).await?;
     let token = token_param(&params)?;
     let authority = &oauth.authority;
-    let Ok(authenticated) = authority.verifier.authenticate(token) else {
-        return Ok(inactive());
-    };
-    let active = match authenticated.claims.token_use {
-        TokenUse::Access => authority
-            .verify(token, None)
-            .await
-            .map(|outcome| outcome.verdict == Verdict::Valid),
-        TokenUse::Refresh => refresh_is_current(authority, &authenticated).await,
+    // One verification, as VerifyToken's (cache, mirror); a refresh token is
+    // WRONG_TOKEN_TYPE there and gets its own rule.
+    let active = match authority.verify(token, None).await {
+        Ok(outcome) if outcome.verdict == Verdict::Valid => Ok(outcome.token),
+        Ok(outcome) if outcome.verdict == Verdict::WrongTokenType => current_refresh_token(authority, token).await,
+        Ok(_) => Ok(None),
+        Err(e) => Err(e),
     };
     match active.map_err(store_error) {
-        Ok(true) => Ok(json_ok(Value::Object(description(&authenticated)).to_string())),
-        Ok(false) | Err(None) => Ok(inactive()),
+        Ok(Some(t)) => Ok(json_ok(Value::Object(description(&t)).to_string())),
+        Ok(None) | Err(None) => Ok(inactive()),
         Err(Some(e)) => Err(e),
     }
 }
 
-/// A refresh token is active while valid, not revoked, and the current one of its live session.
-async fn refresh_is_current(authority: &TokenAuthority, t: &AuthenticatedToken) -> Result<bool, Error> {
+/// A refresh token is active while valid, not revoked, and the current one
+/// of its live session: then the token, else `None`.
+async fn current_refresh_token(
+    authority: &TokenAuthority,
+    token: &str,
+) -> Result<Option<Arc<AuthenticatedToken>>, Error> {
     let now = authority.clock.now().seconds();
-    if authority.verifier.check(t, TokenUse::Refresh, None, now).is_err() {
-        return Ok(false);
+    let Ok(t) = authority.authenticate(token, now) else {
+        return Ok(None);
+    };
+    if authority.verifier.check(&t, TokenUse::Refresh, None, now).is_err() {
+        return Ok(None);
     }
     let Some(sid) = &t.claims.session_id else {
-        return Ok(false);
+        return Ok(None);
     };
-    if authority.store.is_revoked(&query(t, now)).await? {
-        return Ok(false);
+    if authority.store.is_revoked(&query(&t, now)).await? {
+        return Ok(None);
     }
-    Ok(authority.store.current_refresh(sid).await?.as_deref() == Some(t.claims.jti.as_str()))
+    let current = authority.store.current_refresh(sid).await?;
+    Ok((current.as_deref() == Some(t.claims.jti.as_str())).then_some(t))
 }
 
 /// RFC 7662 2.2: what an active token is (times as integers).

@@ -14,7 +14,7 @@ use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
 use crate::authority::{AUDIT_TARGET, TokenAuthority};
-use crate::callers::{Caller, CallerPolicy, Denied, Permission};
+use crate::callers::{Caller, CallerPolicy, Permission};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::proto::v1::token_service_server::TokenService;
@@ -209,13 +209,7 @@ impl TokenService for TokenGrpcService {
     ) -> Result<Response<RefreshSessionResponse>, Status> {
         let (metadata, extensions, req) = request.into_parts();
         self.call("RefreshSession", (&metadata, &extensions), |caller| async move {
-            // A refresh token is bound to the client it was issued to (OAuth 2.0 6).
-            if let (Some(me), Ok(t)) = (caller.id(), self.authority.verifier.authenticate(&req.refresh_token))
-                && t.claims.client_id.as_deref().is_some_and(|issued_to| issued_to != me)
-            {
-                return Err(Denied::Permission(format!("client {me} may not refresh another client's session")).into());
-            }
-            let tokens = self.authority.refresh_session(&req.refresh_token).await?;
+            let tokens = self.authority.refresh_session(&req.refresh_token, caller.id()).await?;
             record("session_id", &tokens.session_id);
             Ok(tokens.into())
         })

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::authority::{AUDIT_TARGET, RevokeOutcome, TokenAuthority, error_result, query, revoke_result};
+use crate::callers::Denied;
 use crate::error::Error;
 use crate::revocation::{RevocationKind, Rotation, RotationOutcome};
 use crate::tokens::{IssueParams, TokenUse, new_jti};
@@ -121,8 +122,9 @@ impl TokenAuthority {
     }
 
     /// Trades a refresh token for the session's next pair (single use; reuse
-    /// revokes the session).
-    pub async fn refresh_session(&self, refresh_token: &str) -> Result<SessionTokens, Error> {
+    /// revokes the session). `client`: the registered client asking, which
+    /// must be the one the session was issued to.
+    pub async fn refresh_session(&self, refresh_token: &str, client: Option<&str>) -> Result<SessionTokens, Error> {
         if refresh_token.is_empty() {
             return Err(Error::invalid("refresh_token", "must not be empty"));
         }
@@ -133,6 +135,13 @@ impl TokenAuthority {
             .verifier
             .authenticate(refresh_token)
             .map_err(|v| refused(v.as_str()))?;
+        // A refresh token is bound to the client it was issued to (OAuth 2.0 6):
+        // refused before anything changes.
+        if let Some(me) = client
+            && t.claims.client_id.as_deref().is_some_and(|issued_to| issued_to != me)
+        {
+            return Err(Denied::Permission(format!("client {me} may not refresh another client's session")).into());
+        }
         self.verifier
             .check(&t, TokenUse::Refresh, None, now)
             .map_err(|v| refused(v.as_str()))?;
@@ -328,14 +337,14 @@ mod tests {
             })
             .await
             .unwrap();
-        let second = a.refresh_session(&first.refresh_token).await.unwrap();
+        let second = a.refresh_session(&first.refresh_token, None).await.unwrap();
         // A retry (the first reply was lost) at the window's last millisecond gets the same pair.
         clock.advance(grace);
-        assert_eq!(a.refresh_session(&first.refresh_token).await.unwrap(), second);
+        assert_eq!(a.refresh_session(&first.refresh_token, None).await.unwrap(), second);
         // One millisecond later it is reuse: the session is revoked.
         clock.advance(Duration::from_millis(1));
         assert!(matches!(
-            a.refresh_session(&first.refresh_token).await,
+            a.refresh_session(&first.refresh_token, None).await,
             Err(Error::RefreshTokenReused)
         ));
         assert_eq!(verdict(&a, &second.access_token).await, Verdict::Revoked);

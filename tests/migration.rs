@@ -180,14 +180,7 @@ fn migration_flags_that_cannot_work_are_refused() {
     ] {
         let out = Command::new(bin)
             .arg("serve")
-            .args([
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
+            .args(common::LOOPBACK_LISTENERS)
             .args(&args)
             .env_clear()
             .output()

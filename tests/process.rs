@@ -151,15 +151,8 @@ async fn sigterm_drains_and_exits_zero() {
 async fn caller_values_cannot_forge_log_lines() {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
+        .arg("serve")
+        .args(common::LOOPBACK_LISTENERS)
         .env_clear()
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())

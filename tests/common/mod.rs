@@ -40,6 +40,16 @@ where
     }
 }
 
+/// Every listener of `revokd serve` on loopback port 0.
+pub const LOOPBACK_LISTENERS: [&str; 6] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+];
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -443,17 +453,9 @@ impl RevokdProcess {
             None => Command::new(bin),
         };
         let mut child = command
-            .args([
-                "serve",
-                "--grpc-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .arg("serve")
+            .args(LOOPBACK_LISTENERS)
+            .args(["--log-format", "json"])
             .args(args)
             .env_clear()
             .env("RUST_LOG", "info")
