@@ -61,6 +61,9 @@ pub enum Error {
     /// Anything else; the detail goes to the log only.
     #[error("internal error: {0}")]
     Internal(String),
+    /// This revokd is not configured for the call (FAILED_PRECONDITION).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl Error {
@@ -120,6 +123,7 @@ impl From<Error> for Status {
             Error::Denied(d) => Status::from(d),
             // Distinct from UNAUTHENTICATED so a client can tell theft from expiry.
             Error::RefreshTokenReused => Status::new(Code::PermissionDenied, err.to_string()),
+            Error::Unsupported(_) => Status::new(Code::FailedPrecondition, err.to_string()),
             // Fail closed: the client must not treat this as "valid".
             Error::Store(e) if e.is_unavailable() => {
                 // An outage fails every request: one line a second, with how many it stands for.

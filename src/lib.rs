@@ -75,3 +75,4 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub(crate) mod watch;

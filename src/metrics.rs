@@ -68,6 +68,11 @@ fn describe() {
         "1 when the revocation store answered its last operation, else 0."
     );
     describe_gauge!("revokd_mirror_entries", "Revocations held in the in-process mirror.");
+    describe_gauge!("revokd_watch_streams", "Open WatchRevocations streams.");
+    describe_counter!(
+        "revokd_watch_ends_total",
+        "WatchRevocations streams the server ended, by cause (lagged, gap, store, shutdown, closed)."
+    );
     describe_gauge!(
         "revokd_mirror_synced",
         "1 when the mirror receives every change under the prefix, else 0."
@@ -255,6 +260,16 @@ impl Metrics {
     // The mirror's metrics exist only where a mirror runs (so an alert on
     // `revokd_mirror_synced == 0` never fires in `--revocation-check redis`
     // mode); they change a few times a second at most, so no cached handle.
+
+    /// WatchRevocations streams opened (+1) or closed (-1).
+    pub fn watch_streams(&self, delta: i64) {
+        gauge!("revokd_watch_streams").increment(delta as f64);
+    }
+
+    /// The server ended a WatchRevocations stream.
+    pub fn watch_ended(&self, cause: &'static str) {
+        counter!("revokd_watch_ends_total", "cause" => cause).increment(1);
+    }
 
     /// Mirror size.
     pub fn mirror_entries(&self, n: usize) {

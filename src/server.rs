@@ -33,6 +33,7 @@ use crate::revocation::redis::RedisStore;
 use crate::revocation::topology::{RedisTarget, SentinelWatch};
 use crate::service::TokenGrpcService;
 use crate::tokens::{IssuePolicy, Legacy, TokenIssuer, TokenVerifier, VerifyPolicy};
+use crate::watch::Watches;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -480,6 +481,12 @@ impl Server {
                 self.authority.clone(),
                 self.metrics.clone(),
                 caller_policy(&self.config, &self.callers, grpc_addr.is_local()),
+                Watches::new(
+                    &self.authority,
+                    self.config.max_staleness,
+                    stop_rx.clone(),
+                    self.metrics.clone(),
+                ),
             )))
             .add_service(AuthorizationServer::new(ExtAuthz::new(authorizer.clone())));
         let mut socket_path = None;

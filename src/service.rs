@@ -22,8 +22,9 @@ use crate::proto::v1::{
     GetJwksRequest, GetJwksResponse, IssueSessionRequest, IssueSessionResponse, IssueTokenRequest, IssueTokenResponse,
     JsonWebKey, RefreshSessionRequest, RefreshSessionResponse, RevokeSessionRequest, RevokeSessionResponse,
     RevokeSubjectRequest, RevokeSubjectResponse, RevokeTokenRequest, RevokeTokenResponse, VerifyTokenRequest,
-    VerifyTokenResponse,
+    VerifyTokenResponse, WatchRevocationsRequest,
 };
+use crate::watch::{WatchStream, Watches};
 
 /// The gRPC service over a shared [`TokenAuthority`].
 #[derive(Clone)]
@@ -31,6 +32,7 @@ pub(crate) struct TokenGrpcService {
     authority: Arc<TokenAuthority>,
     metrics: Metrics,
     callers: CallerPolicy,
+    watches: Watches,
 }
 
 impl std::fmt::Debug for TokenGrpcService {
@@ -76,7 +78,8 @@ fn record(field: &'static str, value: &str) {
 /// What a registered client needs to call `method` (GetJwks: none, the keys are public).
 fn permission(method: &str) -> Option<Permission> {
     match method {
-        "VerifyToken" => Some(Permission::Verify),
+        // Watching the revocation set is verifying in-process.
+        "VerifyToken" | "WatchRevocations" => Some(Permission::Verify),
         "IssueToken" | "IssueSession" | "RefreshSession" => Some(Permission::Issue),
         "RevokeToken" | "RevokeSession" => Some(Permission::Revoke),
         "RevokeSubject" => Some(Permission::RevokeSubject),
@@ -86,11 +89,17 @@ fn permission(method: &str) -> Option<Permission> {
 
 impl TokenGrpcService {
     /// Serves `authority` to the callers `callers` admits.
-    pub(crate) fn new(authority: Arc<TokenAuthority>, metrics: Metrics, callers: CallerPolicy) -> Self {
+    pub(crate) fn new(
+        authority: Arc<TokenAuthority>,
+        metrics: Metrics,
+        callers: CallerPolicy,
+        watches: Watches,
+    ) -> Self {
         TokenGrpcService {
             authority,
             metrics,
             callers,
+            watches,
         }
     }
 
@@ -247,6 +256,20 @@ impl TokenService for TokenGrpcService {
         self.call("GetJwks", (request.metadata(), request.extensions()), |_| async {
             self.jwks()
         })
+        .await
+    }
+
+    type WatchRevocationsStream = WatchStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        self.call(
+            "WatchRevocations",
+            (request.metadata(), request.extensions()),
+            |_| async { self.watches.start() },
+        )
         .await
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use crate::error::StoreError;
+use crate::revocation::feed::{Change, RevocationFeed};
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
 use crate::tokens::unix_seconds;
 
@@ -44,6 +45,9 @@ pub struct MemoryStore {
     // A std Mutex: held for a few map operations, never across an .await; one
     // lock also makes a rotation atomic.
     state: Mutex<State>,
+    /// Every revocation, announced under the lock (so a snapshot taken under
+    /// it after subscribing misses none).
+    feed: RevocationFeed,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -106,17 +110,21 @@ impl RevocationStore for MemoryStore {
         let now = now();
         let mut s = self.lock();
         let map = s.revoked_mut(kind);
-        match map.get_mut(id) {
-            Some(existing) if *existing > now => Ok(false),
+        let newly = match map.get_mut(id) {
+            Some(existing) if *existing > now => false,
             Some(existing) => {
                 *existing = until;
-                Ok(true)
+                true
             }
             None => {
                 map.insert(id.to_owned(), until);
-                Ok(true)
+                true
             }
+        };
+        if newly {
+            self.feed.publish(|| Change::revoked(kind, id, until));
         }
+        Ok(newly)
     }
 
     async fn revoke_subject(&self, subject: &str, revoked_before_us: i64, until: i64) -> Result<(), StoreError> {
@@ -127,6 +135,8 @@ impl RevocationStore for MemoryStore {
             .or_insert((revoked_before_us, until));
         entry.0 = entry.0.max(revoked_before_us);
         entry.1 = entry.1.max(until);
+        let (before, until) = *entry;
+        self.feed.publish(|| Change::subject(subject, before, until));
         Ok(())
     }
 
@@ -185,7 +195,47 @@ impl RevocationStore for MemoryStore {
             return Ok(RotationOutcome::Retry(st.successor.clone()));
         }
         s.sid.insert(r.session_id.to_owned(), r.revoke_until);
+        self.feed
+            .publish(|| Change::revoked(RevocationKind::Session, r.session_id, r.revoke_until));
         Ok(RotationOutcome::Reused)
+    }
+
+    fn feed(&self) -> Option<&RevocationFeed> {
+        Some(&self.feed)
+    }
+
+    fn freshness(&self) -> Option<Duration> {
+        // The set itself: never stale.
+        Some(Duration::ZERO)
+    }
+
+    async fn snapshot(&self, out: &tokio::sync::mpsc::Sender<Vec<Change>>) -> Result<(), StoreError> {
+        let now = now();
+        let all: Vec<Change> = {
+            let s = self.lock();
+            let ids = |map: &HashMap<String, i64>, kind| {
+                map.iter()
+                    .filter(|(_, until)| **until > now)
+                    .map(|(id, until)| Change::revoked(kind, id, *until))
+                    .collect::<Vec<_>>()
+            };
+            ids(&s.jti, RevocationKind::Jti)
+                .into_iter()
+                .chain(ids(&s.sid, RevocationKind::Session))
+                .chain(
+                    s.subjects
+                        .iter()
+                        .filter(|(_, (_, until))| *until > now)
+                        .map(|(sub, (before, until))| Change::subject(sub, *before, *until)),
+                )
+                .collect()
+        };
+        for page in all.chunks(1000) {
+            if out.send(page.to_vec()).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@
 
 pub mod cluster;
 pub mod diagnose;
+pub mod feed;
 pub mod journal;
 pub mod memory;
 pub mod mirror;
@@ -24,6 +25,7 @@ pub mod slots;
 pub mod topology;
 
 use crate::error::StoreError;
+use crate::revocation::feed::{Change, RevocationFeed};
 
 /// What is revoked by id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,6 +125,25 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// blocklist), exists. Stores without such keys answer false.
     async fn exists_foreign(&self, _key: &str) -> Result<bool, StoreError> {
         Ok(false)
+    }
+
+    /// The feed this store announces every change of the revocation set on
+    /// (WatchRevocations); `None`: not offered (`--revocation-check redis`).
+    fn feed(&self) -> Option<&RevocationFeed> {
+        None
+    }
+
+    /// How stale the set the feed follows may be now (every revocation
+    /// acknowledged longer ago than that has been announced); `None` while
+    /// that is not proven.
+    fn freshness(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Sends every live revocation into `out`, page by page (for a watcher
+    /// subscribed to [`RevocationStore::feed`] first).
+    async fn snapshot(&self, _out: &tokio::sync::mpsc::Sender<Vec<Change>>) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Whether the store can be reached.

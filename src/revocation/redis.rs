@@ -37,6 +37,7 @@ use fred::types::{Builder, Expiration, RespVersion, SetOptions, Value};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::revocation::feed::{Change, ChangeKind};
 use crate::revocation::journal::{AckJournal, Acked};
 use crate::revocation::topology::{RedisTarget, WriteGate};
 use crate::revocation::{RevocationKind, RevocationQuery, RevocationStore, Rotation, RotationOutcome};
@@ -339,6 +340,47 @@ impl RedisStore {
         key(&self.prefix, kind, id)
     }
 
+    /// Sends every live revocation into `out`, a page at a time: a SCAN of
+    /// the node (of every primary, on a cluster), each page re-read.
+    pub async fn snapshot(&self, out: &tokio::sync::mpsc::Sender<Vec<Change>>) -> Result<(), StoreError> {
+        use fred::types::scan::{ScanResult, Scanner};
+        use tokio_stream::{Stream, StreamExt};
+        if !self.client.is_connected() {
+            return Err(self.not_connected());
+        }
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        type Pages = std::pin::Pin<Box<dyn Stream<Item = Result<ScanResult, RedisError>> + Send>>;
+        let mut pages: Pages = if self.cluster {
+            Box::pin(self.client.scan_cluster(pattern, Some(1000), None))
+        } else {
+            Box::pin(self.client.scan(pattern, Some(1000), None))
+        };
+        let page_timeout = self.options.timeout.unwrap_or(Duration::from_secs(1)) * 5;
+        while let Some(page) = tokio::time::timeout(page_timeout, pages.next())
+            .await
+            .map_err(|_| StoreError::Unavailable("snapshot scan timed out".into()))?
+        {
+            let mut page = page?;
+            let keys: Vec<String> = page
+                .take_results()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|k| k.into_string())
+                .collect();
+            page.next();
+            let changes: Vec<Change> = read_revocations(&self.client, &self.prefix, &keys)
+                .await?
+                .into_iter()
+                .filter_map(|(change, _)| change.until.is_some().then_some(change))
+                .collect();
+            if !changes.is_empty() && out.send(changes).await.is_err() {
+                // The watcher left.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// The client verifies and reads use.
     pub fn reader(&self) -> Client {
         self.client.clone()
@@ -595,6 +637,84 @@ pub enum KeyKind {
     SessionState,
     /// `<prefix>succ:{<sid>}`: the pair a rotation returned, kept for the grace window only.
     Successor,
+}
+
+/// Escapes glob characters for a SCAN MATCH pattern.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// What a full Redis key under `prefix` is, if it is a revocation.
+pub fn classify<'k>(prefix: &str, key: &'k str) -> Option<(ChangeKind, &'k str)> {
+    let rest = key.strip_prefix(prefix)?;
+    if let Some(jti) = rest.strip_prefix("jti:") {
+        Some((ChangeKind::Jti, jti))
+    } else if let Some(sid) = rest.strip_prefix("sid:{").and_then(|r| r.strip_suffix('}')) {
+        Some((ChangeKind::Session, sid))
+    } else {
+        rest.strip_prefix("sub:").map(|sub| (ChangeKind::Subject, sub))
+    }
+}
+
+/// Reads revocation keys (full keys; any other key is skipped) in one
+/// pipeline: each as the change it amounts to now (present until its expiry,
+/// or gone), with its value (for a jti or session revokd wrote, the
+/// revocation time in Unix ms).
+pub async fn read_revocations(
+    reader: &Client,
+    prefix: &str,
+    keys: &[String],
+) -> Result<Vec<(Change, Option<i64>)>, RedisError> {
+    let keys: Vec<(ChangeKind, &str)> = keys.iter().filter_map(|k| classify(prefix, k)).collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pipeline = reader.pipeline();
+    for (kind, id) in &keys {
+        let kind = match kind {
+            ChangeKind::Jti => KeyKind::Jti,
+            ChangeKind::Session => KeyKind::Session,
+            ChangeKind::Subject => KeyKind::Subject,
+        };
+        let full = key(prefix, kind, id);
+        // Milliseconds: a hand-written sub-second expiry must not round down.
+        let _: () = pipeline.pexpire_time(full.as_str()).await?;
+        let _: () = pipeline.get(full.as_str()).await?;
+    }
+    let replies: Vec<Value> = pipeline.all().await?;
+    Ok(keys
+        .iter()
+        .zip(replies.chunks(2))
+        .map(|((kind, id), pair)| {
+            let until = match pair[0].as_i64() {
+                // -2: gone (deleted or expired).
+                Some(-2) | None => None,
+                // -1: no expiry (written by hand without EXAT): revoked for good.
+                Some(-1) => Some(i64::MAX),
+                Some(ms) => Some(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)),
+            };
+            let value = pair.get(1).and_then(Value::as_i64);
+            let change = Change {
+                kind: *kind,
+                id: (*id).to_owned(),
+                until,
+                // A subject key without a readable instant revokes everything before "forever".
+                revoked_before_us: if *kind == ChangeKind::Subject {
+                    value.unwrap_or(i64::MAX)
+                } else {
+                    0
+                },
+            };
+            (change, value)
+        })
+        .collect())
 }
 
 /// The key of `id` under `prefix`. Session keys carry the session id as a

@@ -249,4 +249,14 @@ impl Coverage for ClusterMirror {
         let serving = owners.serving();
         !serving.is_empty() && !owners.owners.contains(&u16::MAX) && serving.iter().all(|n| n.is_trusted(max_staleness))
     }
+
+    fn staleness(&self) -> Duration {
+        self.owners
+            .load()
+            .serving()
+            .iter()
+            .map(|n| n.staleness())
+            .max()
+            .unwrap_or_default()
+    }
 }

@@ -134,6 +134,8 @@ pub trait Coverage: Send + Sync + std::fmt::Debug {
     fn covers(&self, q: &RevocationQuery<'_>, max_staleness: Duration) -> bool;
     /// Whether the whole mirror is trusted.
     fn complete(&self, max_staleness: Duration) -> bool;
+    /// The age of the oldest part's last freshness proof.
+    fn staleness(&self) -> Duration;
 }
 
 /// Every node must be trusted (the single-node and Sentinel mirror).
@@ -147,6 +149,10 @@ impl Coverage for AllNodes {
 
     fn complete(&self, max_staleness: Duration) -> bool {
         !self.0.is_empty() && self.0.iter().all(|n| n.is_trusted(max_staleness))
+    }
+
+    fn staleness(&self) -> Duration {
+        self.0.iter().map(|n| n.staleness()).max().unwrap_or_default()
     }
 }
 

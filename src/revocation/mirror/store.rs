@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
+use crate::revocation::feed::{Change, RevocationFeed};
 use crate::revocation::mirror::freshness::Coverage;
 use crate::revocation::mirror::table::RevocationMirror;
 use crate::revocation::redis::RedisStore;
@@ -112,6 +113,18 @@ impl RevocationStore for MirroredStore {
                 .insert(RevocationKind::Session, rotation.session_id, rotation.revoke_until);
         }
         Ok(outcome)
+    }
+
+    fn feed(&self) -> Option<&RevocationFeed> {
+        Some(self.mirror.feed())
+    }
+
+    fn freshness(&self) -> Option<Duration> {
+        self.is_trusted().then(|| self.coverage.staleness())
+    }
+
+    async fn snapshot(&self, out: &tokio::sync::mpsc::Sender<Vec<Change>>) -> Result<(), StoreError> {
+        self.redis.snapshot(out).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

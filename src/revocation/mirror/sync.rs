@@ -21,14 +21,14 @@ use fred::error::Error as RedisError;
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, TrackingInterface};
 use fred::types::client::Invalidation;
 use fred::types::config::Options;
-use fred::types::{Expiration, Key, Value};
+use fred::types::{Expiration, Key};
 
 use crate::error::StoreError;
 use crate::metrics::Metrics;
-use crate::revocation::RevocationKind;
+use crate::revocation::feed::ChangeKind;
 use crate::revocation::mirror::freshness::{Heartbeat, NodeState, mono_us};
 use crate::revocation::mirror::table::RevocationMirror;
-use crate::revocation::redis::KeyKind;
+use crate::revocation::redis::{glob_escape, read_revocations};
 use crate::revocation::topology::RedisTarget;
 use crate::tokens::now_ms;
 
@@ -152,36 +152,6 @@ impl Drop for SyncTasks {
     }
 }
 
-/// The kinds of keys the mirror holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mirrored {
-    Jti,
-    Session,
-    Subject,
-}
-
-impl Mirrored {
-    fn key_kind(self) -> KeyKind {
-        match self {
-            Mirrored::Jti => KeyKind::Jti,
-            Mirrored::Session => KeyKind::Session,
-            Mirrored::Subject => KeyKind::Subject,
-        }
-    }
-}
-
-/// Escapes glob characters for a SCAN MATCH pattern.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl MirrorSync {
     /// Connects the mirror's own client to `target` and starts keeping
     /// `mirror` in step, with a heartbeat every `max_staleness / 5`.
@@ -285,6 +255,8 @@ impl MirrorSync {
         self.discarding.store(true, Ordering::SeqCst);
         self.standby_armed.store(false, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
+        // Watchers start over: a deletion missed now would never be announced.
+        self.shared.mirror.feed().gap();
         let was_synced = self.node.mark_unsynced();
         if was_synced {
             if matches!(cause, "role_change" | "slot_change") {
@@ -530,64 +502,22 @@ impl MirrorSync {
         prefixes
     }
 
-    /// What a full Redis key is, for the mirror.
-    fn classify<'k>(&self, key: &'k str) -> Option<(Mirrored, &'k str)> {
-        let rest = key.strip_prefix(&self.shared.prefix)?;
-        if let Some(jti) = rest.strip_prefix("jti:") {
-            Some((Mirrored::Jti, jti))
-        } else if let Some(sid) = rest.strip_prefix("sid:{").and_then(|r| r.strip_suffix('}')) {
-            Some((Mirrored::Session, sid))
-        } else {
-            rest.strip_prefix("sub:").map(|sub| (Mirrored::Subject, sub))
-        }
-    }
-
     /// Re-reads `keys` (full Redis keys) and adds or drops each; returns how
     /// many are present.
     async fn load(&self, keys: &[String], measure_lag: bool) -> Result<usize, RedisError> {
         // Reads and their application happen in one order: a resync page read
         // before a DEL+SET must not be applied after the re-read that follows the SET.
         let _serial = self.shared.load_lock.lock().await;
-        let keys: Vec<(Mirrored, String)> = keys
-            .iter()
-            .filter_map(|k| self.classify(k).map(|(kind, id)| (kind, id.to_owned())))
-            .collect();
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let pipeline = self.reader.pipeline();
-        for (kind, id) in &keys {
-            let full = crate::revocation::redis::key(&self.shared.prefix, kind.key_kind(), id);
-            // Milliseconds: a hand-written sub-second expiry must not round down.
-            let _: () = pipeline.pexpire_time(full.as_str()).await?;
-            let _: () = pipeline.get(full.as_str()).await?;
-        }
-        let replies: Vec<Value> = pipeline.all().await?;
+        let read = read_revocations(&self.reader, &self.shared.prefix, keys).await?;
         let mut present = 0;
         let now = now_ms();
-        for ((kind, id), pair) in keys.iter().zip(replies.chunks(2)) {
-            let until = match pair[0].as_i64() {
-                // -2: gone (deleted or expired).
-                Some(-2) | None => None,
-                // -1: no expiry (written by hand without EXAT): revoked for good.
-                Some(-1) => Some(i64::MAX),
-                Some(ms) => Some(ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)),
-            };
-            let value = pair.get(1).and_then(Value::as_i64);
-            match (kind, until) {
-                (Mirrored::Jti, None) => self.shared.mirror.remove(RevocationKind::Jti, id),
-                (Mirrored::Session, None) => self.shared.mirror.remove(RevocationKind::Session, id),
-                (Mirrored::Subject, None) => self.shared.mirror.remove_subject(id),
-                (Mirrored::Jti, Some(u)) => self.shared.mirror.insert(RevocationKind::Jti, id, u),
-                (Mirrored::Session, Some(u)) => self.shared.mirror.insert(RevocationKind::Session, id, u),
-                // A subject key without a readable instant revokes everything before "forever".
-                (Mirrored::Subject, Some(u)) => self.shared.mirror.insert_subject(id, value.unwrap_or(i64::MAX), u),
-            }
-            if until.is_some() {
+        for (change, value) in &read {
+            self.shared.mirror.apply(change);
+            if change.until.is_some() {
                 present += 1;
                 // jti and sid values are the revocation time in ms when revokd wrote them.
                 if measure_lag
-                    && *kind != Mirrored::Subject
+                    && change.kind != ChangeKind::Subject
                     && let Some(revoked_ms) = value
                 {
                     self.shared

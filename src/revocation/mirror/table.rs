@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::RwLock;
 
 use crate::prehashed::PrehashedMap;
+use crate::revocation::feed::{Change, ChangeKind, RevocationFeed};
 use crate::revocation::{RevocationKind, RevocationQuery};
 
 type HashedMap = PrehashedMap<i64>;
@@ -15,6 +16,8 @@ pub struct RevocationMirror {
     key: RandomState,
     // RwLock: lookups (every verify) share it; writes are rare (one per revocation).
     entries: RwLock<Entries>,
+    /// Every change, by id, for watchers (WatchRevocations).
+    feed: RevocationFeed,
 }
 
 impl std::fmt::Debug for RevocationMirror {
@@ -65,6 +68,31 @@ impl RevocationMirror {
         RevocationMirror {
             key: RandomState::new(),
             entries: RwLock::new(Entries::default()),
+            feed: RevocationFeed::new(),
+        }
+    }
+
+    /// The feed every change to the mirror is announced on.
+    pub fn feed(&self) -> &RevocationFeed {
+        &self.feed
+    }
+
+    /// Applies a key's state as read from Redis (present until an expiry, or gone).
+    pub fn apply(&self, change: &Change) {
+        let kind = match change.kind {
+            ChangeKind::Jti => RevocationKind::Jti,
+            ChangeKind::Session => RevocationKind::Session,
+            ChangeKind::Subject => {
+                match change.until {
+                    Some(until) => self.insert_subject(&change.id, change.revoked_before_us, until),
+                    None => self.remove_subject(&change.id),
+                }
+                return;
+            }
+        };
+        match change.until {
+            Some(until) => self.insert(kind, &change.id, until),
+            None => self.remove(kind, &change.id),
         }
     }
 
@@ -90,6 +118,8 @@ impl RevocationMirror {
         };
         let slot = map.entry(h).or_insert(until);
         *slot = (*slot).max(until);
+        drop(e);
+        self.feed.publish(|| Change::revoked(kind, id, until));
     }
 
     /// Records a subject revoked before `before_us`, until `until`.
@@ -98,6 +128,8 @@ impl RevocationMirror {
         let mut e = self.write();
         let slot = e.sub.entry(h).or_insert((before_us, until));
         *slot = (slot.0.max(before_us), slot.1.max(until));
+        drop(e);
+        self.feed.publish(|| Change::subject(subject, before_us, until));
     }
 
     /// Forgets a jti or session.
@@ -108,12 +140,21 @@ impl RevocationMirror {
             RevocationKind::Jti => e.jti.remove(&h),
             RevocationKind::Session => e.sid.remove(&h),
         };
+        drop(e);
+        self.feed.publish(|| Change {
+            until: None,
+            ..Change::revoked(kind, id, 0)
+        });
     }
 
     /// Forgets a subject revocation.
     pub fn remove_subject(&self, subject: &str) {
         let h = self.hash(subject);
         self.write().sub.remove(&h);
+        self.feed.publish(|| Change {
+            until: None,
+            ..Change::subject(subject, 0, 0)
+        });
     }
 
     /// Which revocations may apply to the token at `q.now`. No hit
