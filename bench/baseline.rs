@@ -76,6 +76,15 @@ impl TokenService for Baseline {
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         Err(Status::unimplemented("baseline serves VerifyToken only"))
     }
+
+    type WatchRevocationsStream = tokio_stream::Empty<Result<revokd::proto::v1::WatchRevocationsResponse, Status>>;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<revokd::proto::v1::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        Err(Status::unimplemented("baseline serves VerifyToken only"))
+    }
 }
 
 #[tokio::main]
