@@ -25,6 +25,13 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_WRONG_ISSUER: _ClassVar[Verdict]
     VERDICT_UNKNOWN_KEY: _ClassVar[Verdict]
     VERDICT_WRONG_TOKEN_TYPE: _ClassVar[Verdict]
+
+class RevocationKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REVOCATION_KIND_UNSPECIFIED: _ClassVar[RevocationKind]
+    REVOCATION_KIND_JTI: _ClassVar[RevocationKind]
+    REVOCATION_KIND_SESSION: _ClassVar[RevocationKind]
+    REVOCATION_KIND_SUBJECT: _ClassVar[RevocationKind]
 VERDICT_UNSPECIFIED: Verdict
 VERDICT_VALID: Verdict
 VERDICT_REVOKED: Verdict
@@ -36,6 +43,10 @@ VERDICT_WRONG_AUDIENCE: Verdict
 VERDICT_WRONG_ISSUER: Verdict
 VERDICT_UNKNOWN_KEY: Verdict
 VERDICT_WRONG_TOKEN_TYPE: Verdict
+REVOCATION_KIND_UNSPECIFIED: RevocationKind
+REVOCATION_KIND_JTI: RevocationKind
+REVOCATION_KIND_SESSION: RevocationKind
+REVOCATION_KIND_SUBJECT: RevocationKind
 
 class IssueTokenRequest(_message.Message):
     __slots__ = ("subject", "ttl", "audience", "claims", "claims_json")
@@ -238,3 +249,67 @@ class JsonWebKey(_message.Message):
     n: str
     e: str
     def __init__(self, kty: _Optional[str] = ..., kid: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., y: _Optional[str] = ..., n: _Optional[str] = ..., e: _Optional[str] = ...) -> None: ...
+
+class WatchRevocationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchRevocationsResponse(_message.Message):
+    __slots__ = ("started", "revocations", "synced", "heartbeat")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    started: WatchStarted
+    revocations: RevocationBatch
+    synced: SnapshotComplete
+    heartbeat: WatchHeartbeat
+    def __init__(self, started: _Optional[_Union[WatchStarted, _Mapping]] = ..., revocations: _Optional[_Union[RevocationBatch, _Mapping]] = ..., synced: _Optional[_Union[SnapshotComplete, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ...) -> None: ...
+
+class WatchStarted(_message.Message):
+    __slots__ = ("issuer", "leeway", "max_lifetime", "max_token_bytes", "heartbeat_interval", "max_staleness")
+    ISSUER_FIELD_NUMBER: _ClassVar[int]
+    LEEWAY_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKEN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    issuer: str
+    leeway: _duration_pb2.Duration
+    max_lifetime: _duration_pb2.Duration
+    max_token_bytes: int
+    heartbeat_interval: _duration_pb2.Duration
+    max_staleness: _duration_pb2.Duration
+    def __init__(self, issuer: _Optional[str] = ..., leeway: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_lifetime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_token_bytes: _Optional[int] = ..., heartbeat_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_staleness: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class RevocationBatch(_message.Message):
+    __slots__ = ("revocations",)
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    revocations: _containers.RepeatedCompositeFieldContainer[Revocation]
+    def __init__(self, revocations: _Optional[_Iterable[_Union[Revocation, _Mapping]]] = ...) -> None: ...
+
+class Revocation(_message.Message):
+    __slots__ = ("kind", "id", "expires_at", "revoked_before_us", "removed")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_BEFORE_US_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    kind: RevocationKind
+    id: str
+    expires_at: int
+    revoked_before_us: int
+    removed: bool
+    def __init__(self, kind: _Optional[_Union[RevocationKind, str]] = ..., id: _Optional[str] = ..., expires_at: _Optional[int] = ..., revoked_before_us: _Optional[int] = ..., removed: _Optional[bool] = ...) -> None: ...
+
+class SnapshotComplete(_message.Message):
+    __slots__ = ("revocations",)
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    revocations: int
+    def __init__(self, revocations: _Optional[int] = ...) -> None: ...
+
+class WatchHeartbeat(_message.Message):
+    __slots__ = ("staleness",)
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
+    staleness: _duration_pb2.Duration
+    def __init__(self, staleness: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...

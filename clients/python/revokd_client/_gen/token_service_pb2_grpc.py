@@ -76,6 +76,11 @@ class TokenServiceStub:
                 request_serializer=revokd_dot_v1_dot_token__service__pb2.GetJwksRequest.SerializeToString,
                 response_deserializer=revokd_dot_v1_dot_token__service__pb2.GetJwksResponse.FromString,
                 _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/revokd.v1.TokenService/WatchRevocations',
+                request_serializer=revokd_dot_v1_dot_token__service__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=revokd_dot_v1_dot_token__service__pb2.WatchRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class TokenServiceServicer:
@@ -146,6 +151,21 @@ class TokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRevocations(self, request, context):
+        """WatchRevocations streams the live revocation set to a client that
+        answers verifies in-process (revokd_client's local mode): the settings
+        verification follows, a snapshot of every live revocation, then every
+        change as it happens, and heartbeats while the set is proven fresh.
+        Needs the `verify` permission. The stream ends with ABORTED when changes
+        may have been missed (the server's own view had a gap, or this consumer
+        fell more than 16384 changes behind): subscribe again for a new
+        snapshot. UNAVAILABLE while the set cannot be read or proven fresh;
+        FAILED_PRECONDITION with --revocation-check=redis (no change feed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -188,6 +208,11 @@ def add_TokenServiceServicer_to_server(servicer, server):
                     servicer.GetJwks,
                     request_deserializer=revokd_dot_v1_dot_token__service__pb2.GetJwksRequest.FromString,
                     response_serializer=revokd_dot_v1_dot_token__service__pb2.GetJwksResponse.SerializeToString,
+            ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=revokd_dot_v1_dot_token__service__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=revokd_dot_v1_dot_token__service__pb2.WatchRevocationsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -408,6 +433,33 @@ class TokenService:
             '/revokd.v1.TokenService/GetJwks',
             revokd_dot_v1_dot_token__service__pb2.GetJwksRequest.SerializeToString,
             revokd_dot_v1_dot_token__service__pb2.GetJwksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/revokd.v1.TokenService/WatchRevocations',
+            revokd_dot_v1_dot_token__service__pb2.WatchRevocationsRequest.SerializeToString,
+            revokd_dot_v1_dot_token__service__pb2.WatchRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
