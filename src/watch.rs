@@ -286,13 +286,15 @@ impl Stream {
                 biased;
                 () = &mut stop => return Err(shutting_down()),
                 () = self.tx.closed() => return Err(End::Gone),
+                // Before changes: a steady stream of them must not starve the heartbeat
+                // (which sends the pending changes first anyway).
+                _ = tick.tick() => self.heartbeat().await?,
                 change = self.changes.recv() => {
                     let first = self.received(change)?;
                     let mut pending = vec![first];
                     self.drain(&mut pending, MAX_BATCH)?;
                     self.send(batch(&pending)).await?;
                 }
-                _ = tick.tick() => self.heartbeat().await?,
             }
         }
     }

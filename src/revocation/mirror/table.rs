@@ -118,8 +118,10 @@ impl RevocationMirror {
         };
         let slot = map.entry(h).or_insert(until);
         *slot = (*slot).max(until);
+        // What the mirror now holds (the later expiry), so a watcher never shortens it.
+        let held = *slot;
         drop(e);
-        self.feed.publish(|| Change::revoked(kind, id, until));
+        self.feed.publish(|| Change::revoked(kind, id, held));
     }
 
     /// Records a subject revoked before `before_us`, until `until`.
@@ -128,8 +130,9 @@ impl RevocationMirror {
         let mut e = self.write();
         let slot = e.sub.entry(h).or_insert((before_us, until));
         *slot = (slot.0.max(before_us), slot.1.max(until));
+        let (before, held) = *slot;
         drop(e);
-        self.feed.publish(|| Change::subject(subject, before_us, until));
+        self.feed.publish(|| Change::subject(subject, before, held));
     }
 
     /// Forgets a jti or session.
