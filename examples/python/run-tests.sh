@@ -37,7 +37,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
     echo "$want" >"$stamp"
 fi
 
-# gRPC stubs, regenerated on every run so they always match the proto.
+# gRPC stubs for the tests, regenerated on every run so they always match the proto.
 wkt="$("$venv/bin/python" -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))')"
 rm -rf "$gen"
 mkdir -p "$gen"
@@ -47,7 +47,8 @@ mkdir -p "$gen"
     "$repo/proto/revokd/v1/token_service.proto"
 touch "$gen/revokd/__init__.py" "$gen/revokd/v1/__init__.py"
 
-export PYTHONPATH="$gen:$here${PYTHONPATH:+:$PYTHONPATH}"
+# The app imports revokd_client from clients/python; the tests' fixtures use the stubs in $gen.
+export PYTHONPATH="$gen:$here:$repo/clients/python${PYTHONPATH:+:$PYTHONPATH}"
 cd "$here"
 # pytest's exit status is this script's.
 exec "$venv/bin/python" -m pytest -q tests "$@"

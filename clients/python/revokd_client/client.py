@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
@@ -16,6 +16,9 @@ from .types import Principal, Session, Verdict, Verification, target
 
 DEFAULT_ADDR = "127.0.0.1:50051"
 
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
 
 def _metadata(secret: str | None) -> tuple[tuple[str, str], ...] | None:
     return (("authorization", f"Bearer {secret}"),) if secret else None
@@ -23,6 +26,19 @@ def _metadata(secret: str | None) -> tuple[tuple[str, str], ...] | None:
 
 def _claims_json(claims: dict[str, Any] | None) -> str:
     return json.dumps(claims, separators=(",", ":")) if claims else ""
+
+
+def _issue_token_request(subject: str, audience: list[str] | None, ttl_seconds: int | None,
+                         claims: dict[str, Any] | None) -> pb.IssueTokenRequest:
+    req = pb.IssueTokenRequest(subject=subject, audience=audience or [], claims_json=_claims_json(claims))
+    if ttl_seconds is not None:
+        req.ttl.seconds = ttl_seconds
+    return req
+
+
+def _jwks(resp: pb.GetJwksResponse) -> dict[str, Any]:
+    jwks: dict[str, Any] = json.loads(resp.jwks_json)
+    return jwks
 
 
 def _verification(resp: pb.VerifyTokenResponse) -> Verification:
@@ -55,41 +71,40 @@ class Client(_Base):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, rpc: grpc.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         try:
-            return getattr(self._stub, method)(request, timeout=self.timeout, metadata=self.metadata)
+            return rpc(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     def verify(self, token: str, audience: str | None = None) -> Verification:
-        return _verification(self._call("VerifyToken", pb.VerifyTokenRequest(token=token, audience=audience or "")))
+        resp = self._call(self._stub.VerifyToken, pb.VerifyTokenRequest(token=token, audience=audience or ""))
+        return _verification(resp)
 
     def issue_token(self, subject: str, audience: list[str] | None = None, ttl_seconds: int | None = None,
                     claims: dict[str, Any] | None = None) -> pb.IssueTokenResponse:
-        req = pb.IssueTokenRequest(subject=subject, audience=audience or [], claims_json=_claims_json(claims))
-        if ttl_seconds is not None:
-            req.ttl.seconds = ttl_seconds
-        return self._call("IssueToken", req)
+        return self._call(self._stub.IssueToken, _issue_token_request(subject, audience, ttl_seconds, claims))
 
     def revoke_token(self, token: str, reason: str = "") -> pb.RevokeTokenResponse:
-        return self._call("RevokeToken", pb.RevokeTokenRequest(token=token, reason=reason))
+        return self._call(self._stub.RevokeToken, pb.RevokeTokenRequest(token=token, reason=reason))
 
     def login(self, subject: str, audience: list[str] | None = None,
               claims: dict[str, Any] | None = None) -> Session:
         req = pb.IssueSessionRequest(subject=subject, audience=audience or [], claims_json=_claims_json(claims))
-        return Session.from_response(self._call("IssueSession", req))
+        return Session.from_response(self._call(self._stub.IssueSession, req))
 
     def refresh(self, refresh_token: str) -> Session:
-        return Session.from_response(self._call("RefreshSession", pb.RefreshSessionRequest(refresh_token=refresh_token)))
+        resp = self._call(self._stub.RefreshSession, pb.RefreshSessionRequest(refresh_token=refresh_token))
+        return Session.from_response(resp)
 
     def logout(self, token: str, reason: str = "logout") -> pb.RevokeSessionResponse:
-        return self._call("RevokeSession", pb.RevokeSessionRequest(token=token, reason=reason))
+        return self._call(self._stub.RevokeSession, pb.RevokeSessionRequest(token=token, reason=reason))
 
     def logout_everywhere(self, subject: str, reason: str = "logout everywhere") -> pb.RevokeSubjectResponse:
-        return self._call("RevokeSubject", pb.RevokeSubjectRequest(subject=subject, reason=reason))
+        return self._call(self._stub.RevokeSubject, pb.RevokeSubjectRequest(subject=subject, reason=reason))
 
     def jwks(self) -> dict[str, Any]:
-        return json.loads(self._call("GetJwks", pb.GetJwksRequest()).jwks_json)
+        return _jwks(self._call(self._stub.GetJwks, pb.GetJwksRequest()))
 
 
 class AsyncClient(_Base):
@@ -109,27 +124,37 @@ class AsyncClient(_Base):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _call(self, method: str, request: Any) -> Any:
+    async def _call(self, rpc: grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp], request: _Req) -> _Resp:
         try:
-            return await getattr(self._stub, method)(request, timeout=self.timeout, metadata=self.metadata)
+            return await rpc(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
     async def verify(self, token: str, audience: str | None = None) -> Verification:
-        resp = await self._call("VerifyToken", pb.VerifyTokenRequest(token=token, audience=audience or ""))
+        resp = await self._call(self._stub.VerifyToken, pb.VerifyTokenRequest(token=token, audience=audience or ""))
         return _verification(resp)
+
+    async def issue_token(self, subject: str, audience: list[str] | None = None, ttl_seconds: int | None = None,
+                          claims: dict[str, Any] | None = None) -> pb.IssueTokenResponse:
+        return await self._call(self._stub.IssueToken, _issue_token_request(subject, audience, ttl_seconds, claims))
+
+    async def revoke_token(self, token: str, reason: str = "") -> pb.RevokeTokenResponse:
+        return await self._call(self._stub.RevokeToken, pb.RevokeTokenRequest(token=token, reason=reason))
 
     async def login(self, subject: str, audience: list[str] | None = None,
                     claims: dict[str, Any] | None = None) -> Session:
         req = pb.IssueSessionRequest(subject=subject, audience=audience or [], claims_json=_claims_json(claims))
-        return Session.from_response(await self._call("IssueSession", req))
+        return Session.from_response(await self._call(self._stub.IssueSession, req))
 
     async def refresh(self, refresh_token: str) -> Session:
-        resp = await self._call("RefreshSession", pb.RefreshSessionRequest(refresh_token=refresh_token))
+        resp = await self._call(self._stub.RefreshSession, pb.RefreshSessionRequest(refresh_token=refresh_token))
         return Session.from_response(resp)
 
     async def logout(self, token: str, reason: str = "logout") -> pb.RevokeSessionResponse:
-        return await self._call("RevokeSession", pb.RevokeSessionRequest(token=token, reason=reason))
+        return await self._call(self._stub.RevokeSession, pb.RevokeSessionRequest(token=token, reason=reason))
 
     async def logout_everywhere(self, subject: str, reason: str = "logout everywhere") -> pb.RevokeSubjectResponse:
-        return await self._call("RevokeSubject", pb.RevokeSubjectRequest(subject=subject, reason=reason))
+        return await self._call(self._stub.RevokeSubject, pb.RevokeSubjectRequest(subject=subject, reason=reason))
+
+    async def jwks(self) -> dict[str, Any]:
+        return _jwks(await self._call(self._stub.GetJwks, pb.GetJwksRequest()))

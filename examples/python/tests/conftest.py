@@ -27,7 +27,7 @@ REPO = EXAMPLE_DIR.parent.parent
 GEN_DIR = Path(os.environ.get("REVOKD_PY_GEN", REPO / "target" / "py-gen"))
 
 # run-tests.sh sets PYTHONPATH; this keeps a bare `pytest` working once the stubs exist.
-for p in (str(GEN_DIR), str(EXAMPLE_DIR)):
+for p in (str(GEN_DIR), str(EXAMPLE_DIR), str(REPO / "clients" / "python")):
     if p not in sys.path:
         sys.path.insert(0, p)
 

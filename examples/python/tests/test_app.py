@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from app import RevokdClient, create_app
+from app import create_app
 from conftest import free_port, start_redis, start_revokd, stop_process, stop_revokd_checked
+from revokd_client import Client, target
 
 
 @pytest.fixture
 def client(revokd):
-    revokd_client = RevokdClient(revokd.grpc_addr, timeout=5.0)
+    revokd_client = Client(revokd.grpc_addr, timeout=5.0)
     with TestClient(create_app(client=revokd_client)) as c:
         yield c
     revokd_client.close()
@@ -173,7 +174,7 @@ def test_logout_everywhere_needs_a_valid_token(client):
 
 def test_revokd_unreachable_fails_closed():
     # Nothing listens on this port: every call is UNAVAILABLE.
-    revokd_client = RevokdClient(f"127.0.0.1:{free_port()}", timeout=5.0)
+    revokd_client = Client(f"127.0.0.1:{free_port()}", timeout=5.0)
     with TestClient(create_app(client=revokd_client)) as c:
         r = c.get("/me", headers=bearer("eyJhbGciOiJFZERTQSJ9.e30.c2ln"))
         assert r.status_code == 503
@@ -188,7 +189,7 @@ def test_redis_down_fails_closed(keys_dir, tmp_path):
     """A revokd whose Redis is gone cannot say "valid": the app answers 503, never 200."""
     redis = start_redis(tmp_path)
     server = start_revokd(keys_dir, "ed", redis.url)
-    revokd_client = RevokdClient(server.grpc_addr, timeout=5.0)
+    revokd_client = Client(server.grpc_addr, timeout=5.0)
     try:
         with TestClient(create_app(client=revokd_client)) as c:
             s = login(c)
@@ -204,17 +205,17 @@ def test_redis_down_fails_closed(keys_dir, tmp_path):
         stop_revokd_checked(server)
 
 
-def test_revokd_addr_takes_both_forms(revokd):
-    from app import grpc_target
-
-    assert grpc_target("127.0.0.1:50051") == "127.0.0.1:50051"
-    assert grpc_target("http://127.0.0.1:50051") == "127.0.0.1:50051"
-    assert grpc_target("unix:/run/revokd/grpc.sock") == "unix:/run/revokd/grpc.sock"
+def test_revokd_addr_takes_both_forms(revokd, monkeypatch):
+    assert target("127.0.0.1:50051") == "127.0.0.1:50051"
+    assert target("http://127.0.0.1:50051") == "127.0.0.1:50051"
+    assert target("unix:/run/revokd/grpc.sock") == "unix:/run/revokd/grpc.sock"
     with pytest.raises(ValueError):
-        grpc_target("https://x:1")
-    # The manifests' form reaches the real server.
-    c = RevokdClient("http://" + revokd.grpc_addr, timeout=5.0)
-    with TestClient(create_app(client=c)) as app:
-        r = app.post("/login", json={"username": "alice", "password": "wonderland"})
-        assert r.status_code == 200, r.text
-    c.close()
+        target("https://x:1")
+    # Both forms, the manifests' one included, reach the real server through $REVOKD_ADDR.
+    for addr in (revokd.grpc_addr, "http://" + revokd.grpc_addr):
+        monkeypatch.setenv("REVOKD_ADDR", addr)
+        example = create_app()
+        with TestClient(example) as app:
+            r = app.post("/login", json={"username": "alice", "password": "wonderland"})
+            assert r.status_code == 200, r.text
+        example.state.revokd.close()

@@ -19,9 +19,10 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from app import RevokdClient, create_app
+from app import create_app
 from conftest import REPO, start_revokd, stop_revokd_checked
 from revokd.v1 import token_service_pb2 as pb
+from revokd_client import Client
 
 pytestmark = pytest.mark.filterwarnings("ignore:The HMAC key is")
 
@@ -87,7 +88,7 @@ def test_the_guide_end_to_end(migrating_revokd, redis_server):
     old_app.logout(logged_out)
     no_jti = old_app.login("dave", with_jti=False)
 
-    revokd_client = RevokdClient(migrating_revokd.grpc_addr, timeout=5.0)
+    revokd_client = Client(migrating_revokd.grpc_addr, timeout=5.0)
     with TestClient(create_app(client=revokd_client)) as app:
         def me(token: str) -> httpx.Response:
             return app.get("/me", headers={"Authorization": f"Bearer {token}"})
