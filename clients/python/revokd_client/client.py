@@ -144,7 +144,8 @@ class AsyncClient(_Base):
     async def login(self, subject: str, audience: list[str] | None = None,
                     claims: dict[str, Any] | None = None) -> Session:
         req = pb.IssueSessionRequest(subject=subject, audience=audience or [], claims_json=_claims_json(claims))
-        return Session.from_response(await self._call(self._stub.IssueSession, req))
+        resp = await self._call(self._stub.IssueSession, req)
+        return Session.from_response(resp)
 
     async def refresh(self, refresh_token: str) -> Session:
         resp = await self._call(self._stub.RefreshSession, pb.RefreshSessionRequest(refresh_token=refresh_token))

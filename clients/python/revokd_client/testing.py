@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -34,10 +35,11 @@ START_TIMEOUT = 30.0
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -51,8 +53,8 @@ def _stop(proc: subprocess.Popen) -> None:
 class RevokdServer:
     """A revokd started for the tests."""
 
-    proc: subprocess.Popen
-    redis: subprocess.Popen
+    proc: subprocess.Popen[bytes]
+    redis: subprocess.Popen[bytes]
     addr: str
     admin_addr: str
     _lines: list[str] = field(default_factory=list)
@@ -83,11 +85,11 @@ def start(tmp: Path, *extra: str) -> RevokdServer:
                              "--redis-url", f"redis://127.0.0.1:{port}", *extra],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     lines: list[str] = []
-    serving: dict = {}
+    serving: dict[str, Any] = {}
     found = threading.Event()
 
-    def pump() -> None:
-        for raw in iter(proc.stderr.readline, b""):
+    def pump(stderr: IO[bytes]) -> None:
+        for raw in iter(stderr.readline, b""):
             line = raw.decode(errors="replace").rstrip("\n")
             lines.append(line)
             if not found.is_set():
@@ -99,7 +101,8 @@ def start(tmp: Path, *extra: str) -> RevokdServer:
                     serving.update(event)
                     found.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    assert proc.stderr is not None
+    threading.Thread(target=pump, args=(proc.stderr,), daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT
     while not found.wait(0.05):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -126,7 +129,7 @@ def stop(server: RevokdServer) -> None:
 
 
 @pytest.fixture(scope="session")
-def revokd_server(tmp_path_factory) -> Iterator[RevokdServer]:
+def revokd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RevokdServer]:
     server = start(tmp_path_factory.mktemp("revokd"))
     yield server
     stop(server)

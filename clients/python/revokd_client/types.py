@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from ._gen import token_service_pb2 as pb
 
 
@@ -27,7 +29,7 @@ class Verdict(enum.Enum):
     UNSPECIFIED = pb.VERDICT_UNSPECIFIED
 
 
-def _time(ts: Any) -> datetime | None:
+def _time(ts: Timestamp | None) -> datetime | None:
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
@@ -85,7 +87,7 @@ class Session:
     refresh_expires_at: datetime | None
 
     @classmethod
-    def from_response(cls, resp: Any) -> Session:
+    def from_response(cls, resp: pb.IssueSessionResponse | pb.RefreshSessionResponse) -> Session:
         return cls(resp.access_token, resp.refresh_token, resp.session_id,
                    _time(resp.access_expires_at), _time(resp.refresh_expires_at))
 
