@@ -266,6 +266,10 @@ impl TokenVerifier {
             return Err(Verdict::Malformed);
         }
         let header_json = URL_SAFE_NO_PAD.decode(header_b64).map_err(|_| Verdict::Malformed)?;
+        // RFC 7515 4: a JSON object (serde would also read a struct from an array).
+        if header_json.trim_ascii_start().first() != Some(&b'{') {
+            return Err(Verdict::Malformed);
+        }
         let header: Header<'_> = serde_json::from_slice(&header_json).map_err(|_| Verdict::Malformed)?;
         if header.crit.is_some() {
             return Err(Verdict::Malformed);
