@@ -8,8 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use revokd::proto::v1::{
-    RevokeSessionRequest, RevokeSubjectRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest, revoke_session_request,
-    revoke_token_request,
+    RevokeSessionRequest, RevokeSubjectRequest, RevokeTokenRequest, Verdict, VerifyTokenRequest,
+    revoke_session_request, revoke_token_request,
 };
 use serde_json::{Map, Value, json};
 
@@ -51,7 +51,11 @@ fn expr(s: &str, env: &Env) -> Value {
     if !term.is_empty() {
         apply(&term, sign);
     }
-    if frac == 0.0 { json!(int) } else { json!(int as f64 + frac) }
+    if frac == 0.0 {
+        json!(int)
+    } else {
+        json!(int as f64 + frac)
+    }
 }
 
 fn resolve(v: &Value, env: &Env) -> Value {
@@ -65,8 +69,14 @@ fn resolve(v: &Value, env: &Env) -> Value {
 
 fn sign(key: &Value, message: &str) -> String {
     let (alg, encoding) = match key["alg"].as_str().unwrap() {
-        "HS256" => (Algorithm::HS256, EncodingKey::from_secret(key["secret"].as_str().unwrap().as_bytes())),
-        "EdDSA" => (Algorithm::EdDSA, EncodingKey::from_ed_pem(key["pem"].as_str().unwrap().as_bytes()).unwrap()),
+        "HS256" => (
+            Algorithm::HS256,
+            EncodingKey::from_secret(key["secret"].as_str().unwrap().as_bytes()),
+        ),
+        "EdDSA" => (
+            Algorithm::EdDSA,
+            EncodingKey::from_ed_pem(key["pem"].as_str().unwrap().as_bytes()).unwrap(),
+        ),
         other => panic!("table key alg {other}"),
     };
     jsonwebtoken::crypto::sign(message.as_bytes(), &encoding, alg).unwrap()
@@ -115,7 +125,11 @@ async fn verify_token_gives_every_verdict_of_the_conformance_table() {
     let redis = RedisServer::start();
     let (config, dir) = TestServer::config(Some(&redis));
     // revokd holds the table's keys, except the one meant to be foreign.
-    std::fs::write(dir.path().join("conf-hs.secret"), keys["conf-hs"]["secret"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("conf-hs.secret"),
+        keys["conf-hs"]["secret"].as_str().unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.path().join("conf-ed.pem"), keys["conf-ed"]["pem"].as_str().unwrap()).unwrap();
     let leeway = config.leeway.as_secs() as i64;
     let max_lifetime = config.max_ttl.max(config.refresh_ttl).as_secs() as i64;
@@ -179,10 +193,19 @@ async fn verify_token_gives_every_verdict_of_the_conformance_table() {
             let sub = claims.get("sub").and_then(Value::as_str).unwrap_or("");
             let jti = claims.get("jti").and_then(Value::as_str).unwrap_or("");
             if resp.subject != sub || resp.jti != jti {
-                failures.push(format!("{name}: principal {}/{}, want {sub}/{jti}", resp.subject, resp.jti));
+                failures.push(format!(
+                    "{name}: principal {}/{}, want {sub}/{jti}",
+                    resp.subject, resp.jti
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     server.shutdown().await;
 }
