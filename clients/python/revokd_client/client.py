@@ -36,6 +36,22 @@ def _issue_token_request(subject: str, audience: list[str] | None, ttl_seconds: 
     return req
 
 
+def _revoke_token_request(token: str | None, jti: str | None, reason: str) -> pb.RevokeTokenRequest:
+    if token is not None and jti is None:
+        return pb.RevokeTokenRequest(token=token, reason=reason)
+    if jti is not None and token is None:
+        return pb.RevokeTokenRequest(jti=jti, reason=reason)
+    raise ValueError("give the token or its jti")
+
+
+def _revoke_session_request(token: str | None, session_id: str | None, reason: str) -> pb.RevokeSessionRequest:
+    if token is not None and session_id is None:
+        return pb.RevokeSessionRequest(token=token, reason=reason)
+    if session_id is not None and token is None:
+        return pb.RevokeSessionRequest(session_id=session_id, reason=reason)
+    raise ValueError("give a token of the session or its session id")
+
+
 def _jwks(resp: pb.GetJwksResponse) -> dict[str, Any]:
     jwks: dict[str, Any] = json.loads(resp.jwks_json)
     return jwks
@@ -85,8 +101,10 @@ class Client(_Base):
                     claims: dict[str, Any] | None = None) -> pb.IssueTokenResponse:
         return self._call(self._stub.IssueToken, _issue_token_request(subject, audience, ttl_seconds, claims))
 
-    def revoke_token(self, token: str, reason: str = "") -> pb.RevokeTokenResponse:
-        return self._call(self._stub.RevokeToken, pb.RevokeTokenRequest(token=token, reason=reason))
+    def revoke_token(self, token: str | None = None, reason: str = "", *,
+                     jti: str | None = None) -> pb.RevokeTokenResponse:
+        """Revokes one token, given the token or its `jti`."""
+        return self._call(self._stub.RevokeToken, _revoke_token_request(token, jti, reason))
 
     def login(self, subject: str, audience: list[str] | None = None,
               claims: dict[str, Any] | None = None) -> Session:
@@ -97,8 +115,10 @@ class Client(_Base):
         resp = self._call(self._stub.RefreshSession, pb.RefreshSessionRequest(refresh_token=refresh_token))
         return Session.from_response(resp)
 
-    def logout(self, token: str, reason: str = "logout") -> pb.RevokeSessionResponse:
-        return self._call(self._stub.RevokeSession, pb.RevokeSessionRequest(token=token, reason=reason))
+    def logout(self, token: str | None = None, reason: str = "logout", *,
+               session_id: str | None = None) -> pb.RevokeSessionResponse:
+        """Revokes a session (every token of it), given any of its tokens or its id."""
+        return self._call(self._stub.RevokeSession, _revoke_session_request(token, session_id, reason))
 
     def logout_everywhere(self, subject: str, reason: str = "logout everywhere") -> pb.RevokeSubjectResponse:
         return self._call(self._stub.RevokeSubject, pb.RevokeSubjectRequest(subject=subject, reason=reason))
@@ -138,8 +158,9 @@ class AsyncClient(_Base):
                           claims: dict[str, Any] | None = None) -> pb.IssueTokenResponse:
         return await self._call(self._stub.IssueToken, _issue_token_request(subject, audience, ttl_seconds, claims))
 
-    async def revoke_token(self, token: str, reason: str = "") -> pb.RevokeTokenResponse:
-        return await self._call(self._stub.RevokeToken, pb.RevokeTokenRequest(token=token, reason=reason))
+    async def revoke_token(self, token: str | None = None, reason: str = "", *,
+                           jti: str | None = None) -> pb.RevokeTokenResponse:
+        return await self._call(self._stub.RevokeToken, _revoke_token_request(token, jti, reason))
 
     async def login(self, subject: str, audience: list[str] | None = None,
                     claims: dict[str, Any] | None = None) -> Session:
@@ -151,8 +172,9 @@ class AsyncClient(_Base):
         resp = await self._call(self._stub.RefreshSession, pb.RefreshSessionRequest(refresh_token=refresh_token))
         return Session.from_response(resp)
 
-    async def logout(self, token: str, reason: str = "logout") -> pb.RevokeSessionResponse:
-        return await self._call(self._stub.RevokeSession, pb.RevokeSessionRequest(token=token, reason=reason))
+    async def logout(self, token: str | None = None, reason: str = "logout", *,
+                     session_id: str | None = None) -> pb.RevokeSessionResponse:
+        return await self._call(self._stub.RevokeSession, _revoke_session_request(token, session_id, reason))
 
     async def logout_everywhere(self, subject: str, reason: str = "logout everywhere") -> pb.RevokeSubjectResponse:
         return await self._call(self._stub.RevokeSubject, pb.RevokeSubjectRequest(subject=subject, reason=reason))
