@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import HTTPException, Request, status
 
 from .client import AsyncClient
 from .errors import Unavailable
 from .types import Principal
 
+if TYPE_CHECKING:
+    from .local import LocalVerifier
+
 
 class RevokdBearer:
     """`Depends(RevokdBearer(client, audience="web"))`: the bearer token's Principal, or 401 with
-    `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750); 503 when revokd cannot answer (never access)."""
+    `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750); 503 when revokd cannot answer (never access).
+    `client`: an AsyncClient (every check asks revokd) or a started LocalVerifier (local mode)."""
 
-    def __init__(self, client: AsyncClient, audience: str | None = None) -> None:
+    def __init__(self, client: AsyncClient | LocalVerifier, audience: str | None = None) -> None:
         self.client = client
         self.audience = audience
 
@@ -24,7 +30,10 @@ class RevokdBearer:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "bearer token required",
                                 headers={"WWW-Authenticate": 'Bearer realm="api"'})
         try:
-            result = await self.client.verify(token.strip(), self.audience)
+            if isinstance(self.client, AsyncClient):
+                result = await self.client.verify(token.strip(), self.audience)
+            else:
+                result = await self.client.averify(token.strip(), self.audience)
         except Unavailable:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "token service unavailable",
                                 headers={"Retry-After": "1"}) from None

@@ -360,8 +360,9 @@ class LocalVerifier:
         return time.monotonic() < self._trusted_until
 
     def wait_trusted(self, timeout: float = 10.0) -> bool:
-        """Blocks until the local set is synced and fresh (or `timeout`); returns whether it is."""
-        return self._wait(lambda: self.trusted, timeout)
+        """Blocks until the keys are fetched and the local set is synced and fresh (or `timeout`); returns
+        whether it is."""
+        return self._wait(lambda: self.trusted and self._keys_fetched > 0, timeout)
 
     def wait_caught_up(self, since: float, timeout: float = 10.0) -> bool:
         """Blocks until every revocation acknowledged before `since` (a `time.monotonic()` reading, e.g.
@@ -481,29 +482,36 @@ class LocalVerifier:
     def _key(self, kid: str) -> _Key:
         key = self._keys.get(kid)
         if key is None:
-            # A key revokd added since the last refresh? At most one refresh a second.
-            if time.monotonic() - self._keys_fetched > 1.0:
-                try:
-                    self._refresh_keys()
-                except Exception:
-                    pass
+            with self._keys_lock:  # after a refresh in flight
                 key = self._keys.get(kid)
+                # A key revokd added since the last refresh? At most one refresh a second.
+                if key is None and time.monotonic() - self._keys_fetched > 1.0:
+                    try:
+                        self._refresh_keys_locked()
+                    except Exception as err:
+                        log.warning("revokd_client: key refresh failed: %s", err)
+                    key = self._keys.get(kid)
             if key is None:
                 raise _AskRevokd()  # revokd answers UNKNOWN_KEY, or holds a secret this process does not
         return key
 
     def _refresh_keys(self) -> None:
         with self._keys_lock:
-            self._keys_fetched = time.monotonic()
-            keys = _secret_keys(self._secrets_dir) if self._secrets_dir is not None else {}
-            for jwk in self._client.jwks().get("keys", []):
-                key = _jwk_key(jwk)
-                if key is not None:
-                    keys[key.kid] = key
-            if {k.fingerprint for k in keys.values()} != {k.fingerprint for k in self._keys.values()}:
-                # A key gone or replaced: tokens verified with it must be verified again.
-                self._cache = {}
-            self._keys = keys
+            self._refresh_keys_locked()
+
+    def _refresh_keys_locked(self) -> None:
+        keys = _secret_keys(self._secrets_dir) if self._secrets_dir is not None else {}
+        for jwk in self._client.jwks().get("keys", []):
+            key = _jwk_key(jwk)
+            if key is not None:
+                keys[key.kid] = key
+        if {k.fingerprint for k in keys.values()} != {k.fingerprint for k in self._keys.values()}:
+            # A key gone or replaced: tokens verified with it must be verified again.
+            self._cache = {}
+        self._keys = keys
+        self._keys_fetched = time.monotonic()
+        with self._progress:
+            self._progress.notify_all()
 
     def _keys_loop(self) -> None:
         while not self._stop.is_set():

@@ -102,7 +102,7 @@ def conformance_revokd(tmp_path_factory, redis_server):
     (keys / "conf-ed.pem").write_text(TABLE["keys"]["conf-ed"]["pem"])
     os.chmod(keys / "conf-hs.secret", 0o600)
     os.chmod(keys / "conf-ed.pem", 0o600)
-    server = fixtures.start_revokd(keys, "conf-ed", redis_server.url)
+    server = fixtures.start_revokd(keys, "conf-ed", redis_server.url, "--max-staleness", "500ms")
     yield server, keys
     fixtures.stop_revokd_checked(server)
 
