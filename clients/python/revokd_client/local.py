@@ -55,6 +55,8 @@ _B64_INDEX = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _SECRET_TRIM = b" \t\n\r\x0c"
 _ALGORITHMS = get_default_algorithms()
 _HMAC_DIGEST = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+# How often dead entries are dropped from the local set (seconds).
+PRUNE_INTERVAL = 30.0
 
 
 class _Rejected(Exception):
@@ -283,6 +285,14 @@ class _RevocationSet:
                 return True
         cutoff = self.subject.get(t.subject)
         return cutoff is not None and cutoff[1] > now and (t.issued_at_us is None or t.issued_at_us <= cutoff[0])
+
+    def prune(self, now: int) -> None:
+        """Drops the entries dead at `now` (revokd forgets them without announcing it)."""
+        for table in (self.jti, self.sid):
+            for k in [k for k, until in table.items() if until <= now]:
+                table.pop(k, None)
+        for k in [k for k, (_, until) in self.subject.items() if until <= now]:
+            self.subject.pop(k, None)
 
     def __len__(self) -> int:
         return len(self.jti) + len(self.sid) + len(self.subject)
@@ -562,6 +572,7 @@ class LocalVerifier:
             call.cancel()
         building = _RevocationSet()
         settings: _Settings | None = None
+        next_prune = time.monotonic() + PRUNE_INTERVAL
         for msg in call:
             event = msg.WhichOneof("event")
             if event == "revocations":
@@ -578,6 +589,9 @@ class LocalVerifier:
                     self._fresh_as_of = fresh_as_of
                     self._trusted_until = fresh_as_of + settings.max_staleness
                     self._progress.notify_all()
+                if received > next_prune:
+                    self._set.prune(int(time.time()))
+                    next_prune = received + PRUNE_INTERVAL
             elif event == "started":
                 settings = _Settings.from_started(msg.started)
                 if settings != self._settings:

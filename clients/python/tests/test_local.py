@@ -264,3 +264,17 @@ def test_silent_revokd_and_paused_redis(keys, tmp_path_factory):
         fixtures.stop_revokd_checked(a)
         fixtures.stop_revokd_checked(b)
         fixtures.stop_process(redis.proc, "redis-server")
+
+
+def test_dead_entries_are_pruned():
+    from revokd_client._gen import token_service_pb2 as pb
+    from revokd_client.local import _RevocationSet
+
+    s = _RevocationSet()
+    now = int(time.time())
+    for kind, id_, until in ((pb.REVOCATION_KIND_JTI, "dead", now), (pb.REVOCATION_KIND_JTI, "live", now + 60),
+                             (pb.REVOCATION_KIND_SESSION, "dead", now - 1),
+                             (pb.REVOCATION_KIND_SUBJECT, "dead", now), (pb.REVOCATION_KIND_SUBJECT, "live", now + 1)):
+        s.apply(pb.Revocation(kind=kind, id=id_, expires_at=until, revoked_before_us=now * 1_000_000))
+    s.prune(now)
+    assert (set(s.jti), set(s.sid), set(s.subject)) == ({"live"}, set(), {"live"})
