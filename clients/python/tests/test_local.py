@@ -5,6 +5,7 @@ Redis paused) never VALID on a set it cannot vouch for, then back once the fault
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -209,11 +210,13 @@ def never_valid_once_untrusted(v: LocalVerifier, token: str, trust_ends: float, 
 def test_revokd_gone_is_unavailable_never_valid(keys, redis_server):
     revokd = fixtures.start_revokd(keys, "ed", redis_server.url, *STALENESS)
     with LocalVerifier(revokd.grpc_addr, timeout=0.5) as v:
-        assert v.wait_trusted()
-        with Client(revokd.grpc_addr, timeout=5) as c:
-            token = c.issue_token("gone").token
-        assert locally(v, token).verdict is Verdict.VALID
-        fixtures.stop_revokd_checked(revokd)
+        try:
+            assert v.wait_trusted()
+            with Client(revokd.grpc_addr, timeout=5) as c:
+                token = c.issue_token("gone").token
+            assert locally(v, token).verdict is Verdict.VALID
+        finally:
+            fixtures.stop_revokd_checked(revokd)
         assert v._settings is not None
         gone = time.monotonic()
         staleness = v._settings.max_staleness
@@ -225,10 +228,13 @@ def test_silent_revokd_and_paused_redis(keys, tmp_path_factory):
     """A revokd that stops talking (SIGSTOP: a silent partition) while another instance revokes: once the
     heartbeats are overdue the local set is not used, nothing is VALID, and after SIGCONT the revocation is
     answered locally. Then Redis paused: revokd cannot prove its set fresh, so neither can the watch."""
-    redis = fixtures.start_redis(tmp_path_factory.mktemp("local-redis"))
-    b = fixtures.start_revokd(keys, "ed", redis.url, *STALENESS)
-    a = fixtures.start_revokd(keys, "ed", redis.url, *STALENESS)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        redis = fixtures.start_redis(tmp_path_factory.mktemp("local-redis"))
+        cleanup.callback(fixtures.stop_process, redis.proc, "redis-server")
+        b = fixtures.start_revokd(keys, "ed", redis.url, *STALENESS)
+        cleanup.callback(fixtures.stop_revokd_checked, b)
+        a = fixtures.start_revokd(keys, "ed", redis.url, *STALENESS)
+        cleanup.callback(fixtures.stop_revokd_checked, a)
         with LocalVerifier(b.grpc_addr, timeout=0.3) as v, Client(a.grpc_addr, timeout=5) as on_a:
             assert v.wait_trusted()
             assert v._settings is not None
@@ -260,10 +266,6 @@ def test_silent_revokd_and_paused_redis(keys, tmp_path_factory):
                 os.kill(redis.proc.pid, signal.SIGCONT)
             assert v.wait_trusted(), "the watch did not recover after Redis came back"
             assert locally(v, fresh).verdict is Verdict.VALID
-    finally:
-        fixtures.stop_revokd_checked(a)
-        fixtures.stop_revokd_checked(b)
-        fixtures.stop_process(redis.proc, "redis-server")
 
 
 def test_dead_entries_are_pruned():
