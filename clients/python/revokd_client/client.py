@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -126,6 +127,16 @@ class Client(_Base):
     def jwks(self) -> dict[str, Any]:
         return _jwks(self._call(self._stub.GetJwks, pb.GetJwksRequest()))
 
+    def watch_revocations(self) -> Iterator[pb.WatchRevocationsResponse]:
+        """The raw WatchRevocations stream, without a deadline (LocalVerifier consumes it for you)."""
+        call = self._stub.WatchRevocations(pb.WatchRevocationsRequest(), metadata=self.metadata)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()
+
 
 class AsyncClient(_Base):
     """The same over grpc.aio; create it inside the running event loop."""
@@ -181,3 +192,14 @@ class AsyncClient(_Base):
 
     async def jwks(self) -> dict[str, Any]:
         return _jwks(await self._call(self._stub.GetJwks, pb.GetJwksRequest()))
+
+    async def watch_revocations(self) -> AsyncIterator[pb.WatchRevocationsResponse]:
+        """The raw WatchRevocations stream, without a deadline."""
+        call = self._stub.WatchRevocations(pb.WatchRevocationsRequest(), metadata=self.metadata)
+        try:
+            async for msg in call:
+                yield msg
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from None
+        finally:
+            call.cancel()

@@ -103,3 +103,32 @@ def test_fastapi_dependency(revokd):
     with TestClient(app_for(f"127.0.0.1:{closed_port()}")) as http:
         r = http.get("/me", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 503, r.text
+
+
+def test_watch_revocations_sync_and_async(revokd):
+    with Client(revokd.grpc_addr, timeout=5) as c:
+        jti = c.issue_token("watched").jti
+        c.revoke_token(jti=jti, reason="watch test")
+        stream = c.watch_revocations()
+        first = next(stream)
+        assert first.WhichOneof("event") == "started" and first.started.issuer == "revokd"
+        seen = set()
+        for msg in stream:
+            if msg.WhichOneof("event") == "revocations":
+                seen.update(r.id for r in msg.revocations.revocations)
+            elif msg.WhichOneof("event") == "synced":
+                break
+        assert jti in seen
+        stream.close()
+
+    async def first_events() -> list[str]:
+        async with AsyncClient(revokd.grpc_addr, timeout=5) as ac:
+            events = []
+            async for msg in ac.watch_revocations():
+                events.append(msg.WhichOneof("event"))
+                if events[-1] == "synced":
+                    return events
+        return events
+
+    events = asyncio.run(first_events())
+    assert events[0] == "started" and events[-1] == "synced"
