@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_ships_stubs_types_and_the_plugin(tmp_path):
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, and reuses them.
+    src = tmp_path / "src"
+    shutil.copytree(PACKAGE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--disable-pip-version-check",
-                    "-w", str(tmp_path), str(PACKAGE)], check=True, timeout=300)
-    (wheel,) = tmp_path.glob("revokd_client-*.whl")
+                    "-w", str(tmp_path / "dist"), str(src)], check=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("revokd_client-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
