@@ -25,9 +25,10 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, Callable
 
 import grpc
@@ -137,13 +138,22 @@ class _Token:
     expires_at: int
     jti: str
     extra: dict[str, Any]
+    # The answers for this token, built once: a cached token's are shared between calls.
+    valid: Verification = field(init=False, compare=False, repr=False)
+    revoked: Verification = field(init=False, compare=False, repr=False)
 
-    def principal(self) -> Principal:
+    def __post_init__(self) -> None:
         def at(s: int | None) -> datetime | None:
             return None if s is None else datetime.fromtimestamp(s, tz=timezone.utc)
 
-        return Principal(self.subject, self.jti, self.session_id, at(self.issued_at), at(self.expires_at),
-                         self.audience, self.kid, dict(self.extra))
+        p = Principal(self.subject, self.jti, self.session_id, at(self.issued_at), at(self.expires_at),
+                      self.audience, self.kid, self.extra)
+        object.__setattr__(self, "valid", Verification(Verdict.VALID, p))
+        object.__setattr__(self, "revoked", Verification(Verdict.REVOKED, p))
+
+
+# The answers without a principal, one per verdict.
+_REJECTED = {v: Verification(v, None) for v in Verdict}
 
 
 def _claims(payload: bytes, kid: str) -> _Token:
@@ -286,13 +296,21 @@ class _RevocationSet:
         cutoff = self.subject.get(t.subject)
         return cutoff is not None and cutoff[1] > now and (t.issued_at_us is None or t.issued_at_us <= cutoff[0])
 
+    def pruning(self, now: int, slice_size: int = 4096) -> Iterator[None]:
+        """Drops the entries dead at `now` (revokd forgets them without announcing it), `slice_size` keys
+        per step, so a large set is pruned between heartbeats rather than in one long pause."""
+        for table in (self.jti, self.sid, self.subject):
+            keys = list(table)
+            for i in range(0, len(keys), slice_size):
+                for k in keys[i:i + slice_size]:
+                    v = table.get(k)
+                    if v is not None and (v[1] if isinstance(v, tuple) else v) <= now:
+                        del table[k]
+                yield
+
     def prune(self, now: int) -> None:
-        """Drops the entries dead at `now` (revokd forgets them without announcing it)."""
-        for table in (self.jti, self.sid):
-            for k in [k for k, until in table.items() if until <= now]:
-                table.pop(k, None)
-        for k in [k for k, (_, until) in self.subject.items() if until <= now]:
-            self.subject.pop(k, None)
+        for _ in self.pruning(now):
+            pass
 
     def __len__(self) -> int:
         return len(self.jti) + len(self.sid) + len(self.subject)
@@ -304,7 +322,8 @@ class LocalVerifier:
     `addr`, `secret`, `timeout`: as for `Client` (the fallback VerifyToken calls and the watch use them).
     `secrets_dir`: `<kid>.secret` files shared with revokd, to verify HS256 tokens locally.
     `cache_size`: how many verified tokens to keep (their signature and claims are not checked again;
-    expiry and revocation always are). `jwks_refresh`: seconds between key refreshes.
+    expiry, audience and revocation always are; 0: none). The answers for a cached token are shared between
+    calls: treat `principal.claims` as read-only. `jwks_refresh`: seconds between key refreshes.
     """
 
     def __init__(self, addr: str | None = None, *, secret: str | None = None, timeout: float = 2.0,
@@ -421,21 +440,20 @@ class LocalVerifier:
                 t = self._authenticate(token, s)
             except _Rejected as r:
                 self.answered_locally += 1
-                return Verification(r.verdict, None)
-            if len(self._cache) >= self._cache_size:
-                try:
-                    del self._cache[next(iter(self._cache))]
-                except (KeyError, StopIteration, RuntimeError):
-                    pass
-            self._cache[token] = t
+                return _REJECTED[r.verdict]
+            if self._cache_size > 0:
+                if len(self._cache) >= self._cache_size:
+                    try:
+                        del self._cache[next(iter(self._cache))]
+                    except (KeyError, StopIteration, RuntimeError):
+                        pass
+                self._cache[token] = t
         self.answered_locally += 1
         now = int(time.time())
         verdict = self._check(t, audience, now, s)
         if verdict is not None:
-            return Verification(verdict, None)
-        if self._set.revoked(t, now):
-            return Verification(Verdict.REVOKED, t.principal())
-        return Verification(Verdict.VALID, t.principal())
+            return _REJECTED[verdict]
+        return t.revoked if self._set.revoked(t, now) else t.valid
 
     def _authenticate(self, token: str, s: _Settings) -> _Token:
         if len(token.encode()) > s.max_token_bytes:
@@ -573,6 +591,7 @@ class LocalVerifier:
         building = _RevocationSet()
         settings: _Settings | None = None
         next_prune = time.monotonic() + PRUNE_INTERVAL
+        pruning: Iterator[None] | None = None
         for msg in call:
             event = msg.WhichOneof("event")
             if event == "revocations":
@@ -589,8 +608,10 @@ class LocalVerifier:
                     self._fresh_as_of = fresh_as_of
                     self._trusted_until = fresh_as_of + settings.max_staleness
                     self._progress.notify_all()
-                if received > next_prune:
-                    self._set.prune(int(time.time()))
+                if pruning is not None:
+                    pruning = pruning if next(pruning, True) is None else None
+                elif received > next_prune:
+                    pruning = self._set.pruning(int(time.time()))
                     next_prune = received + PRUNE_INTERVAL
             elif event == "started":
                 settings = _Settings.from_started(msg.started)
