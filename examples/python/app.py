@@ -27,6 +27,7 @@ import asyncio
 import hmac
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol
@@ -213,8 +214,16 @@ def create_app(
         except RevokdError as err:
             raise _upstream_failure(err, "RefreshSession") from None
 
+    def read_own_write(request: Request) -> None:
+        """Local mode: wait (at most $REVOKD_TIMEOUT) until the revocation just acknowledged is in the local
+        copy, so this app's next request sees it; other replicas see it within revokd's --max-staleness."""
+        verifier = request.app.state.verifier
+        if not isinstance(verifier, Client) and not verifier.wait_caught_up(time.monotonic(), timeout):
+            log.warning("revokd local mode: revocation not yet in the local copy; checks ask revokd meanwhile")
+
     @app.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-    def logout(token: str = Depends(bearer_token), revokd: Client = Depends(get_revokd)) -> Response:
+    def logout(request: Request, token: str = Depends(bearer_token),
+               revokd: Client = Depends(get_revokd)) -> Response:
         try:
             revokd.logout(token, reason="logout")
         except Unauthenticated:
@@ -230,14 +239,17 @@ def create_app(
                 raise _upstream_failure(err, "RevokeToken") from None
         except RevokdError as err:
             raise _upstream_failure(err, "RevokeSession") from None
+        read_own_write(request)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.post("/logout-everywhere", status_code=status.HTTP_204_NO_CONTENT)
-    def logout_everywhere(p: Principal = Depends(principal), revokd: Client = Depends(get_revokd)) -> Response:
+    def logout_everywhere(request: Request, p: Principal = Depends(principal),
+                          revokd: Client = Depends(get_revokd)) -> Response:
         try:
             revokd.logout_everywhere(p.subject, reason="logout-everywhere")
         except RevokdError as err:
             raise _upstream_failure(err, "RevokeSubject") from None
+        read_own_write(request)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return app

@@ -7,14 +7,21 @@ from fastapi.testclient import TestClient
 
 from app import create_app
 from conftest import free_port, start_redis, start_revokd, stop_process, stop_revokd_checked
-from revokd_client import Client, target
+from revokd_client import Client, LocalVerifier, target
 
 
-@pytest.fixture
-def client(revokd):
+@pytest.fixture(params=["remote", "local"])
+def client(request, revokd, keys_dir):
+    """The app in both verification modes: every test below runs against each."""
     revokd_client = Client(revokd.grpc_addr, timeout=5.0)
-    with TestClient(create_app(client=revokd_client)) as c:
+    verifier = LocalVerifier(revokd.grpc_addr, timeout=5.0, secrets_dir=keys_dir) if request.param == "local" \
+        else None
+    with TestClient(create_app(client=revokd_client, verifier=verifier)) as c:
         yield c
+    if verifier is not None:
+        checks = verifier.answered_locally + verifier.answered_remotely
+        assert checks == 0 or verifier.answered_locally > 0, "local mode never answered locally"
+        verifier.close()
     revokd_client.close()
 
 
