@@ -413,17 +413,16 @@ class LocalVerifier:
     def verify(self, token: str, audience: str | None = None) -> Verification:
         """The verdict for an access token, as VerifyToken would give it. Raises `Unavailable` when the
         local set is not trusted and revokd cannot answer."""
-        settings = self._settings
-        if time.monotonic() < self._trusted_until and settings is not None:
-            try:
-                return self._verify_local(token, audience, settings)
-            except _AskRevokd:
-                pass
-        self.answered_remotely += 1
-        return self._client.verify(token, audience)
+        result = self._try_local(token, audience)
+        return result if result is not None else self._client.verify(token, audience)
 
     async def averify(self, token: str, audience: str | None = None) -> Verification:
         """`verify` for asyncio code: the local answer inline, a call to revokd in a worker thread."""
+        result = self._try_local(token, audience)
+        return result if result is not None else await asyncio.to_thread(self._client.verify, token, audience)
+
+    def _try_local(self, token: str, audience: str | None) -> Verification | None:
+        """The local answer, or None (counted) when revokd must be asked."""
         settings = self._settings
         if time.monotonic() < self._trusted_until and settings is not None:
             try:
@@ -431,7 +430,7 @@ class LocalVerifier:
             except _AskRevokd:
                 pass
         self.answered_remotely += 1
-        return await asyncio.to_thread(self._client.verify, token, audience)
+        return None
 
     def _verify_local(self, token: str, audience: str | None, s: _Settings) -> Verification:
         t = self._cache.get(token)
