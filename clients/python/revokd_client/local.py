@@ -353,6 +353,8 @@ class LocalVerifier:
         # How many verdicts came from the local set, and from revokd (approximate under threads).
         self.answered_locally = 0
         self.answered_remotely = 0
+        # How many watches have synced (1 + the re-snapshots after a gap or a reconnect).
+        self.watches = 0
 
     # lifecycle
 
@@ -621,6 +623,7 @@ class LocalVerifier:
                 with self._progress:
                     self._set = building
                     self._synced = True
+                    self.watches += 1
                     self._progress.notify_all()
         # The stream ended without a status: revokd closed it.
         raise Unavailable("revokd ended the watch")

@@ -281,3 +281,40 @@ def test_dead_entries_are_pruned():
     steps = sum(1 for _ in s.pruning(now, slice_size=1))  # one key per step: 2 jti, 1 sid, 2 subjects
     assert steps == 5
     assert (set(s.jti), set(s.sid), set(s.subject)) == ({"live"}, set(), {"live"})
+
+
+def test_a_gap_in_the_feed_resnapshots(keys, tmp_path_factory):
+    """revokd loses its Redis connections: the watch ends (a gap), the verifier watches again, and its new copy
+    has what changed in Redis meanwhile (one revocation added by hand, one deleted)."""
+    import redis as redis_py
+
+    with contextlib.ExitStack() as cleanup:
+        redis = fixtures.start_redis(tmp_path_factory.mktemp("gap-redis"))
+        cleanup.callback(fixtures.stop_process, redis.proc, "redis-server")
+        server = fixtures.start_revokd(keys, "ed", redis.url, *STALENESS)
+        cleanup.callback(fixtures.stop_revokd_checked, server)
+        r = cleanup.enter_context(redis_py.Redis(port=redis.port))
+        with LocalVerifier(server.grpc_addr, timeout=5) as v, Client(server.grpc_addr, timeout=5) as c:
+            assert v.wait_trusted()
+            deleted, added = c.issue_token("gap-deleted"), c.issue_token("gap-added")
+            # By hand: revokd re-writes its own recent revocations after a reconnect (its journal).
+            r.set(f"revokd:jti:{deleted.jti}", "1", ex=600)
+            deadline = time.monotonic() + 10
+            while locally(v, deleted.token).verdict is not Verdict.REVOKED:
+                assert time.monotonic() < deadline, "a revocation written by hand never reached the copy"
+                time.sleep(0.01)
+            assert locally(v, deleted.token).verdict is Verdict.REVOKED
+            assert locally(v, added.token).verdict is Verdict.VALID
+            watches_before = v.watches
+
+            r.client_kill_filter(_type="normal")
+            r.delete(f"revokd:jti:{deleted.jti}")
+            r.set(f"revokd:jti:{added.jti}", "1", ex=600)
+
+            deadline = time.monotonic() + 10
+            while v.watches == watches_before:
+                assert time.monotonic() < deadline, "the watch never started again after the gap"
+                time.sleep(0.01)
+            assert v.wait_trusted() and v.wait_caught_up(time.monotonic())
+            assert locally(v, added.token).verdict is Verdict.REVOKED
+            assert locally(v, deleted.token).verdict is Verdict.VALID
