@@ -249,6 +249,11 @@ impl TokenVerifier {
         self.keys.load_full()
     }
 
+    /// The reloadable key ring itself, to follow its changes.
+    pub fn key_ring(&self) -> Arc<ArcSwap<KeyRing>> {
+        self.keys.clone()
+    }
+
     /// The settings in force.
     pub fn policy(&self) -> &VerifyPolicy {
         &self.policy

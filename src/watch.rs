@@ -2,9 +2,9 @@
 //! answers verifies in-process (revokd_client's local mode).
 //!
 //! One task per stream: subscribe to the store's [`RevocationFeed`], send the
-//! verification settings, a snapshot, `synced`, then every change in batches,
-//! and a heartbeat every `max_staleness / 4` while the store proves its set
-//! fresh. Before a heartbeat the task drains every change already announced,
+//! verification settings, the key set, a snapshot, `synced`, then every change
+//! in batches, the key set again when it changes, and a heartbeat every
+//! `max_staleness / 4` while the store proves its set fresh. Before a heartbeat the task drains every change already announced,
 //! so a heartbeat saying "fresh as of T" always follows the changes made
 //! before T.
 //!
@@ -20,15 +20,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::authority::TokenAuthority;
 use crate::error::{Error, StoreError};
+use crate::keys::KeyRing;
 use crate::metrics::Metrics;
 use crate::proto::v1::watch_revocations_response::Event;
-use crate::proto::v1::{RevocationBatch, SnapshotComplete, WatchHeartbeat, WatchRevocationsResponse, WatchStarted};
+use crate::proto::v1::{
+    KeySet, RevocationBatch, SnapshotComplete, WatchHeartbeat, WatchRevocationsResponse, WatchStarted,
+};
 use crate::revocation::RevocationStore;
 use crate::revocation::feed::{Change, ChangeKind, FEED_CAPACITY};
 
@@ -78,6 +83,7 @@ impl tokio_stream::Stream for WatchStream {
 #[derive(Clone)]
 pub(crate) struct Watches {
     store: Arc<dyn RevocationStore>,
+    keys: Arc<ArcSwap<KeyRing>>,
     started: WatchStarted,
     heartbeat_every: Duration,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -108,6 +114,7 @@ impl Watches {
         let heartbeat_every = (max_staleness / 4).max(Duration::from_millis(5));
         Watches {
             store: authority.store.clone(),
+            keys: authority.verifier.key_ring(),
             started: WatchStarted {
                 issuer: policy.issuer.clone(),
                 leeway: Some(duration(policy.leeway)),
@@ -216,6 +223,13 @@ fn closed() -> End {
     End::Status(Status::unavailable("revocation feed closed"), "closed")
 }
 
+fn key_set(keys: &KeyRing) -> WatchRevocationsResponse {
+    event(Event::Keys(KeySet {
+        jwks_json: keys.jwks_json().to_owned(),
+        kids: keys.verifying_keys().iter().map(|k| k.kid.clone()).collect(),
+    }))
+}
+
 fn batch(changes: &[Change]) -> WatchRevocationsResponse {
     event(Event::Revocations(RevocationBatch {
         revocations: changes.iter().map(Into::into).collect(),
@@ -274,6 +288,8 @@ impl Stream {
 
     async fn serve(&mut self) -> Result<(), End> {
         self.send(event(Event::Started(self.watches.started.clone()))).await?;
+        let mut keys = self.watches.keys.load_full();
+        self.send(key_set(&keys)).await?;
         let count = self.snapshot().await?;
         self.send(event(Event::Synced(SnapshotComplete { revocations: count })))
             .await?;
@@ -288,7 +304,15 @@ impl Stream {
                 () = self.tx.closed() => return Err(End::Gone),
                 // Before changes: a steady stream of them must not starve the heartbeat
                 // (which sends the pending changes first anyway).
-                _ = tick.tick() => self.heartbeat().await?,
+                _ = tick.tick() => {
+                    // A key set change goes out before the heartbeat that covers it.
+                    let now = self.watches.keys.load_full();
+                    if !Arc::ptr_eq(&now, &keys) {
+                        keys = now;
+                        self.send(key_set(&keys)).await?;
+                    }
+                    self.heartbeat().await?;
+                }
                 change = self.changes.recv() => {
                     let first = self.received(change)?;
                     let mut pending = vec![first];

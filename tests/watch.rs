@@ -21,6 +21,9 @@ struct Copy {
     entries: HashMap<(i32, String), (i64, i64)>,
     synced: bool,
     heartbeats: usize,
+    /// The kids of the last key set, and how many heartbeats had come when it came.
+    kids: Vec<String>,
+    kids_at_heartbeat: usize,
 }
 
 impl Copy {
@@ -39,6 +42,10 @@ impl Copy {
             }
             Event::Synced(_) => self.synced = true,
             Event::Heartbeat(_) => self.heartbeats += 1,
+            Event::Keys(k) => {
+                self.kids = k.kids;
+                self.kids_at_heartbeat = self.heartbeats;
+            }
         }
     }
 
@@ -280,4 +287,28 @@ async fn without_a_mirror_there_is_nothing_to_watch() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert!(status.message().contains("VerifyToken"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn the_key_set_is_streamed_and_followed() {
+    let (mut config, keys) = TestServer::config(None);
+    config.keys_reload_interval = Duration::from_millis(50);
+    let dir = keys.path().to_path_buf();
+    let mut server = TestServer::start_with(config).await;
+    server.keep(keys);
+    let mut c = server.client().await;
+    let mut s = watch(&mut c).await;
+    let mut copy = Copy::default();
+    until(&mut s, &mut copy, |c| c.synced).await;
+    assert_eq!(copy.kids, ["test-ed", "test-hs"], "the kids in force, HMAC included");
+
+    // A key added: announced before the heartbeat that covers it; then one removed.
+    revokd::keys::keygen(revokd::config::KeygenAlg::EdDsa, "added", &dir).unwrap();
+    until(&mut s, &mut copy, |c| c.kids.iter().any(|k| k == "added")).await;
+    let announced_at = copy.kids_at_heartbeat;
+    until(&mut s, &mut copy, |c| c.heartbeats > announced_at).await;
+    std::fs::remove_file(dir.join("test-ed.pem")).unwrap();
+    until(&mut s, &mut copy, |c| !c.kids.iter().any(|k| k == "test-ed")).await;
+    assert_eq!(copy.kids, ["added", "test-hs"]);
+    server.shutdown().await;
 }

@@ -7,8 +7,10 @@ and the last heartbeat recent enough that no revocation older than revokd's `--m
 Otherwise, and for a token whose key it does not hold, it asks revokd (VerifyToken), and raises
 `Unavailable` when revokd cannot answer: never VALID on a copy it cannot vouch for.
 
-Keys come from GetJwks (refreshed periodically and on an unknown kid). HMAC secrets are never published:
-give `secrets_dir`, a directory of `<kid>.secret` files shared with revokd, to verify HS256 tokens locally.
+Keys come with the stream (the JWK Set and the kids in force, again whenever revokd reloads its keys, before
+the heartbeat that covers the change), and from GetJwks on an unknown kid and every `jwks_refresh` seconds.
+HMAC secrets are never published: give `secrets_dir`, a directory of `<kid>.secret` files shared with revokd,
+to verify HS256 tokens locally; a secret whose kid revokd no longer has is not used.
 """
 
 from __future__ import annotations
@@ -338,7 +340,9 @@ class LocalVerifier:
         self._keys: dict[str, _Key] = {}
         self._keys_lock = threading.Lock()
         self._keys_fetched = 0.0
-        self._cache: dict[str, _Token] = {}
+        self._cache: dict[str, tuple[_Token, _Key]] = {}
+        # The kids revokd verifies with, from the watch (None until it says): a secret not among them is dropped.
+        self._kids: set[str] | None = None
         self._set = _RevocationSet()
         self._settings: _Settings | None = None
         self._synced = False
@@ -435,10 +439,13 @@ class LocalVerifier:
         return None
 
     def _verify_local(self, token: str, audience: str | None, s: _Settings) -> Verification:
-        t = self._cache.get(token)
-        if t is None:
+        cached = self._cache.get(token)
+        # Verified with a key still in force (not removed or replaced since).
+        if cached is not None and self._keys.get(cached[1].kid) is cached[1]:
+            t = cached[0]
+        else:
             try:
-                t = self._authenticate(token, s)
+                t, key = self._authenticate(token, s)
             except _Rejected as r:
                 self.answered_locally += 1
                 return _REJECTED[r.verdict]
@@ -448,7 +455,7 @@ class LocalVerifier:
                         del self._cache[next(iter(self._cache))]
                     except (KeyError, StopIteration, RuntimeError):
                         pass
-                self._cache[token] = t
+                self._cache[token] = (t, key)
         self.answered_locally += 1
         now = int(time.time())
         verdict = self._check(t, audience, now, s)
@@ -456,7 +463,7 @@ class LocalVerifier:
             return _REJECTED[verdict]
         return t.revoked if self._set.revoked(t, now) else t.valid
 
-    def _authenticate(self, token: str, s: _Settings) -> _Token:
+    def _authenticate(self, token: str, s: _Settings) -> tuple[_Token, _Key]:
         if len(token.encode()) > s.max_token_bytes:
             raise _Rejected(Verdict.MALFORMED)
         message, dot, signature = token.rpartition(".")
@@ -487,7 +494,7 @@ class LocalVerifier:
             ok = False
         if not ok:
             raise _Rejected(Verdict.BAD_SIGNATURE)
-        return _claims(_b64decode(payload_b64, Verdict.MALFORMED), key.kid)
+        return _claims(_b64decode(payload_b64, Verdict.MALFORMED), key.kid), key
 
     @staticmethod
     def _check(t: _Token, audience: str | None, now: int, s: _Settings) -> Verdict | None:
@@ -529,8 +536,13 @@ class LocalVerifier:
             self._refresh_keys_locked()
 
     def _refresh_keys_locked(self) -> None:
+        self._install_keys_locked(self._client.jwks())
+
+    def _install_keys_locked(self, jwks: dict[str, Any]) -> None:
         keys = _secret_keys(self._secrets_dir) if self._secrets_dir is not None else {}
-        for jwk in self._client.jwks().get("keys", []):
+        if self._kids is not None:
+            keys = {kid: k for kid, k in keys.items() if kid in self._kids}
+        for jwk in jwks.get("keys", []):
             key = _jwk_key(jwk)
             if key is not None:
                 keys[key.kid] = key
@@ -614,6 +626,11 @@ class LocalVerifier:
                 elif received > next_prune:
                     pruning = self._set.pruning(int(time.time()))
                     next_prune = received + PRUNE_INTERVAL
+            elif event == "keys":
+                # Before the heartbeat that covers it: a key revokd dropped is dropped here within the bound.
+                with self._keys_lock:
+                    self._kids = set(msg.keys.kids)
+                    self._install_keys_locked(json.loads(msg.keys.jwks_json))
             elif event == "started":
                 settings = _Settings.from_started(msg.started)
                 if settings != self._settings:

@@ -318,3 +318,38 @@ def test_a_gap_in_the_feed_resnapshots(keys, tmp_path_factory):
             assert v.wait_trusted() and v.wait_caught_up(time.monotonic())
             assert locally(v, added.token).verdict is Verdict.REVOKED
             assert locally(v, deleted.token).verdict is Verdict.VALID
+
+
+def test_a_key_revokd_drops_is_dropped_locally(tmp_path_factory, redis_server):
+    """Keys follow the watch: when revokd stops verifying with a key (a public key, or an HMAC secret the app
+    still has a copy of), local mode stops too, by the first heartbeat after revokd's own reload."""
+    revokd_keys: Path = tmp_path_factory.mktemp("drop-revokd-keys")
+    app_secrets: Path = tmp_path_factory.mktemp("drop-app-secrets")
+    for kid in ("ed", "old-ed"):
+        subprocess.run([str(fixtures.revokd_bin()), "keygen", "--alg", "EdDSA", "--kid", kid, "--out",
+                        str(revokd_keys)], check=True, capture_output=True, env=fixtures.child_env(), timeout=60)
+    for d in (revokd_keys, app_secrets):
+        (d / "old-hs.secret").write_text(HS_SECRET)
+        os.chmod(d / "old-hs.secret", 0o600)
+    server = fixtures.start_revokd(revokd_keys, "ed", redis_server.url, *STALENESS, "--keys-reload-interval", "50ms")
+    try:
+        with LocalVerifier(server.grpc_addr, timeout=5, secrets_dir=app_secrets) as v, \
+                Client(server.grpc_addr, timeout=5) as c:
+            assert v.wait_trusted()
+            ed_token = jwt.encode(claims("old-ed"), (revokd_keys / "old-ed.pem").read_text(), algorithm="EdDSA",
+                                  headers={"kid": "old-ed"})
+            hs_token = jwt.encode(claims("old-hs"), HS_SECRET, algorithm="HS256", headers={"kid": "old-hs"})
+            for t in (ed_token, hs_token):
+                assert locally(v, t).verdict is Verdict.VALID
+
+            (revokd_keys / "old-ed.pem").unlink()
+            (revokd_keys / "old-hs.secret").unlink()
+            deadline = time.monotonic() + 10
+            while c.verify(ed_token).verdict is Verdict.VALID or c.verify(hs_token).verdict is Verdict.VALID:
+                assert time.monotonic() < deadline, "revokd never dropped the keys"
+                time.sleep(0.02)
+            assert v.wait_caught_up(time.monotonic())
+            for t in (ed_token, hs_token):
+                assert v.verify(t).verdict is Verdict.UNKNOWN_KEY
+    finally:
+        fixtures.stop_revokd_checked(server)

@@ -766,7 +766,7 @@ Global___WatchRevocationsRequest: _TypeAlias = WatchRevocationsRequest  # noqa: 
 class WatchRevocationsResponse(_message.Message):
     """WatchRevocationsResponse is one event of a watch: first `started`, then
     `revocations` batches (the snapshot), then `synced`, then `revocations`
-    batches (changes) and `heartbeat`s.
+    batches (changes), `keys` when the key set changes, and `heartbeat`s.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -775,6 +775,7 @@ class WatchRevocationsResponse(_message.Message):
     REVOCATIONS_FIELD_NUMBER: _builtins.int
     SYNCED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def started(self) -> Global___WatchStarted:
         """The verification settings, sent first."""
@@ -790,7 +791,14 @@ class WatchRevocationsResponse(_message.Message):
     @_builtins.property
     def heartbeat(self) -> Global___WatchHeartbeat:
         """The set is proven fresh: every revocation acknowledged more than
-        `staleness` before this message was sent has been streamed.
+        `staleness` before this message was sent has been streamed, and so has
+        the key set in force when it was sent.
+        """
+
+    @_builtins.property
+    def keys(self) -> Global___KeySet:
+        """The verifying keys, sent after `started` and again before the first
+        heartbeat after they change (a key added, rotated or removed).
         """
 
     def __init__(
@@ -800,16 +808,47 @@ class WatchRevocationsResponse(_message.Message):
         revocations: Global___RevocationBatch | None = ...,
         synced: Global___SnapshotComplete | None = ...,
         heartbeat: Global___WatchHeartbeat | None = ...,
+        keys: Global___KeySet | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "revocations", b"revocations", "started", b"started", "synced", b"synced"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "keys", b"keys", "revocations", b"revocations", "started", b"started", "synced", b"synced"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "revocations", b"revocations", "started", b"started", "synced", b"synced"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "keys", b"keys", "revocations", b"revocations", "started", b"started", "synced", b"synced"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "revocations", "synced", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "revocations", "synced", "heartbeat", "keys"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___WatchRevocationsResponse: _TypeAlias = WatchRevocationsResponse  # noqa: Y015
+
+@_typing.final
+class KeySet(_message.Message):
+    """KeySet: the keys VerifyToken accepts right now."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JWKS_JSON_FIELD_NUMBER: _builtins.int
+    KIDS_FIELD_NUMBER: _builtins.int
+    jwks_json: _builtins.str
+    """The public keys as a JWK Set document, as GetJwks returns it."""
+    @_builtins.property
+    def kids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every kid that verifies, sorted, HMAC keys included (their secrets are
+        never sent): a client holding a secret whose kid is not here drops it.
+        """
+
+    def __init__(
+        self,
+        *,
+        jwks_json: _builtins.str = ...,
+        kids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jwks_json", b"jwks_json", "kids", b"kids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeySet: _TypeAlias = KeySet  # noqa: Y015
 
 @_typing.final
 class WatchStarted(_message.Message):
