@@ -88,8 +88,35 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError("number out of range")
+    return v
+
+
+def _serde_limits(v: Any, depth: int = 1) -> None:
+    """What serde_json refuses and Python's json accepts: nesting past 128 levels, lone surrogates."""
+    if depth > 127:
+        raise ValueError("recursion limit exceeded")
+    if isinstance(v, str):
+        v.encode("utf-8")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            k.encode("utf-8")
+            _serde_limits(x, depth + 1)
+    elif isinstance(v, list):
+        for x in v:
+            _serde_limits(x, depth + 1)
+
+
 def _json(raw: bytes) -> Any:
-    return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    try:
+        v = json.loads(raw.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
+        _serde_limits(v)
+    except RecursionError:
+        raise ValueError("recursion limit exceeded") from None
+    return v
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -114,7 +141,8 @@ def _numeric_date(v: Any) -> int:
 def _micros(v: int | float) -> int:
     if isinstance(v, int):
         return min(max(v * 1_000_000, I64_MIN), I64_MAX)
-    return int(math.copysign(math.floor(abs(v) * 1e6 + 0.5), v))  # Rust's round(): half away from zero
+    rounded = int(math.copysign(math.floor(abs(v) * 1e6 + 0.5), v))  # Rust's round(): half away from zero
+    return min(max(rounded, I64_MIN), I64_MAX)
 
 
 def _string(claims: dict[str, Any], name: str) -> str:
@@ -146,7 +174,13 @@ class _Token:
 
     def __post_init__(self) -> None:
         def at(s: int | None) -> datetime | None:
-            return None if s is None else datetime.fromtimestamp(s, tz=timezone.utc)
+            # As the remote path: 0 (an unset Timestamp) is None; past datetime's range, None too.
+            if not s:
+                return None
+            try:
+                return datetime.fromtimestamp(s, tz=timezone.utc)
+            except (ValueError, OverflowError, OSError):
+                return None
 
         p = Principal(self.subject, self.jti, self.session_id, at(self.issued_at), at(self.expires_at),
                       self.audience, self.kid, self.extra)
@@ -230,6 +264,9 @@ def _jwk_key(jwk: dict[str, Any]) -> _Key | None:
     except Exception:  # an unusable key is one this process does not hold
         log.warning("revokd_client: skipping JWKS key %r", kid)
         return None
+    size = getattr(key, "key_size", None)
+    if alg[:2] in ("RS", "PS") and not (isinstance(size, int) and 2048 <= size <= 8192):
+        return None  # revokd's verifier refuses RSA keys outside 2048-8192 bits: its verdicts go to revokd
     algorithm = _ALGORITHMS[alg]
 
     def verify(message: bytes, signature: bytes) -> bool:
@@ -241,9 +278,13 @@ def _jwk_key(jwk: dict[str, Any]) -> _Key | None:
 def _secret_keys(secrets_dir: Path) -> dict[str, _Key]:
     keys = {}
     for path in sorted(secrets_dir.glob("*.secret")):
-        if path.name.startswith("."):
+        if path.name.startswith(".") or not path.is_file():
             continue
-        secret = path.read_bytes().rstrip(_SECRET_TRIM)
+        try:
+            secret = path.read_bytes().rstrip(_SECRET_TRIM)
+        except OSError as err:
+            log.warning("revokd_client: cannot read %s: %s", path.name, err)
+            continue
         if len(secret) >= 32:
             keys[path.stem] = _hmac_key(path.stem, "HS256", secret)
     return keys
@@ -461,10 +502,12 @@ class LocalVerifier:
         verdict = self._check(t, audience, now, s)
         if verdict is not None:
             return _REJECTED[verdict]
+        if time.monotonic() >= self._trusted_until:
+            raise _AskRevokd()  # trust lapsed while the key was fetched
         return t.revoked if self._set.revoked(t, now) else t.valid
 
     def _authenticate(self, token: str, s: _Settings) -> tuple[_Token, _Key]:
-        if len(token.encode()) > s.max_token_bytes:
+        if len(token.encode("utf-8", "surrogatepass")) > s.max_token_bytes:
             raise _Rejected(Verdict.MALFORMED)
         message, dot, signature = token.rpartition(".")
         header_b64, dot2, payload_b64 = message.partition(".")
@@ -473,7 +516,7 @@ class LocalVerifier:
         try:
             header = json.loads(_b64decode(header_b64, Verdict.MALFORMED).decode("utf-8"),
                                 object_pairs_hook=_unique_pairs, parse_constant=_no_constants)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise _Rejected(Verdict.MALFORMED) from None
         if not isinstance(header, dict) or not isinstance(header.get("alg"), str):
             raise _Rejected(Verdict.MALFORMED)
@@ -509,7 +552,7 @@ class LocalVerifier:
             return Verdict.MALFORMED
         if t.issuer != s.issuer:
             return Verdict.WRONG_ISSUER
-        if audience is not None and audience not in t.audience:
+        if audience and audience not in t.audience:  # "" is no audience, as for VerifyToken
             return Verdict.WRONG_AUDIENCE
         return None
 
@@ -546,9 +589,11 @@ class LocalVerifier:
             key = _jwk_key(jwk)
             if key is not None:
                 keys[key.kid] = key
-        if {k.fingerprint for k in keys.values()} != {k.fingerprint for k in self._keys.values()}:
-            # A key gone or replaced: tokens verified with it must be verified again.
-            self._cache = {}
+        # An unchanged key keeps its object, so the tokens cached with it stay cached; a key gone or
+        # replaced is a new object (or none), so they are verified again.
+        old = self._keys
+        keys = {kid: old[kid] if kid in old and old[kid].fingerprint == k.fingerprint else k
+                for kid, k in keys.items()}
         self._keys = keys
         self._keys_fetched = time.monotonic()
         with self._progress:

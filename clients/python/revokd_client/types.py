@@ -32,7 +32,10 @@ class Verdict(enum.Enum):
 def _time(ts: Timestamp | None) -> datetime | None:
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+    try:
+        return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None  # past datetime's range (a token's claim, not revokd's doing)
 
 
 @dataclass(frozen=True)

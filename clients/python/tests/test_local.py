@@ -5,7 +5,10 @@ Redis paused) never VALID on a set it cannot vouch for, then back once the fault
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
+import json
 import os
 import signal
 import subprocess
@@ -353,3 +356,31 @@ def test_a_key_revokd_drops_is_dropped_locally(tmp_path_factory, redis_server):
                 assert v.verify(t).verdict is Verdict.UNKNOWN_KEY
     finally:
         fixtures.stop_revokd_checked(server)
+
+
+def test_inputs_python_reads_and_revokd_refuses(server, keys, local):
+    """Payloads serde_json refuses (lone surrogates, nesting past 128, numbers out of range) are MALFORMED,
+    dates out of datetime's range are no exception, and an empty audience is no audience: as revokd."""
+    with Client(server.grpc_addr, timeout=5) as client:
+        now = int(time.time())
+        base = {"iss": "revokd", "sub": "edge", "iat": now, "exp": now + 300}
+        cases = [
+            '{"jti":"a","sub":"\\ud800"}',
+            '{"jti":"b","x":' + "[" * 200 + "]" * 200 + "}",
+            '{"jti":"c","x":1e400}',
+            '{"jti":"d","iat":1e13}',
+        ]
+        for i, extra in enumerate(cases):
+            payload = json.dumps(base)[:-1] + "," + extra[1:]
+            head = b64(json.dumps({"alg": "HS256", "kid": "hs"}).encode())
+            body = b64(payload.encode())
+            sig = b64(hmac.digest(HS_SECRET.encode(), f"{head}.{body}".encode(), "sha256"))
+            token = f"{head}.{body}.{sig}"
+            remote, here = client.verify(token), locally(local, token)
+            assert here.verdict is remote.verdict, (i, here.verdict, remote.verdict)
+        token = client.issue_token("edge-aud", audience=["web"]).token
+        assert locally(local, token, "").verdict is client.verify(token, "").verdict is Verdict.VALID
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
