@@ -381,6 +381,7 @@ class LocalVerifier:
         self._keys: dict[str, _Key] = {}
         self._keys_lock = threading.Lock()
         self._keys_fetched = 0.0
+        self._refresh_started = 0.0
         self._cache: dict[str, tuple[_Token, _Key]] = {}
         # The kids revokd verifies with, from the watch (None until it says): a secret not among them is dropped.
         self._kids: set[str] | None = None
@@ -464,29 +465,30 @@ class LocalVerifier:
         return result if result is not None else self._client.verify(token, audience)
 
     async def averify(self, token: str, audience: str | None = None) -> Verification:
-        """`verify` for asyncio code: the local answer inline, a call to revokd in a worker thread."""
-        result = self._try_local(token, audience)
+        """`verify` for asyncio code: the local answer inline, a call to revokd in a worker thread (an unknown
+        kid too: the key fetch never blocks the event loop)."""
+        result = self._try_local(token, audience, fetch_keys=False)
         return result if result is not None else await asyncio.to_thread(self._client.verify, token, audience)
 
-    def _try_local(self, token: str, audience: str | None) -> Verification | None:
+    def _try_local(self, token: str, audience: str | None, fetch_keys: bool = True) -> Verification | None:
         """The local answer, or None (counted) when revokd must be asked."""
         settings = self._settings
         if time.monotonic() < self._trusted_until and settings is not None:
             try:
-                return self._verify_local(token, audience, settings)
+                return self._verify_local(token, audience, settings, fetch_keys)
             except _AskRevokd:
                 pass
         self.answered_remotely += 1
         return None
 
-    def _verify_local(self, token: str, audience: str | None, s: _Settings) -> Verification:
+    def _verify_local(self, token: str, audience: str | None, s: _Settings, fetch_keys: bool) -> Verification:
         cached = self._cache.get(token)
         # Verified with a key still in force (not removed or replaced since).
         if cached is not None and self._keys.get(cached[1].kid) is cached[1]:
             t = cached[0]
         else:
             try:
-                t, key = self._authenticate(token, s)
+                t, key = self._authenticate(token, s, fetch_keys)
             except _Rejected as r:
                 self.answered_locally += 1
                 return _REJECTED[r.verdict]
@@ -506,7 +508,7 @@ class LocalVerifier:
             raise _AskRevokd()  # trust lapsed while the key was fetched
         return t.revoked if self._set.revoked(t, now) else t.valid
 
-    def _authenticate(self, token: str, s: _Settings) -> tuple[_Token, _Key]:
+    def _authenticate(self, token: str, s: _Settings, fetch_keys: bool = True) -> tuple[_Token, _Key]:
         if len(token.encode("utf-8", "surrogatepass")) > s.max_token_bytes:
             raise _Rejected(Verdict.MALFORMED)
         message, dot, signature = token.rpartition(".")
@@ -525,7 +527,7 @@ class LocalVerifier:
             raise _Rejected(Verdict.MALFORMED)
         if kid is None:
             raise _AskRevokd()  # a legacy token (migration mode): revokd holds that key
-        key = self._key(kid)
+        key = self._key(kid, fetch_keys)
         if header["alg"] != key.alg:
             raise _Rejected(Verdict.BAD_SIGNATURE)
         try:
@@ -558,8 +560,14 @@ class LocalVerifier:
 
     # keys
 
-    def _key(self, kid: str) -> _Key:
+    def _key(self, kid: str, fetch: bool = True) -> _Key:
         key = self._keys.get(kid)
+        if key is None and not fetch:
+            now = time.monotonic()
+            if now - max(self._keys_fetched, self._refresh_started) > 1.0:
+                self._refresh_started = now  # at most one background fetch a second
+                threading.Thread(target=self._refresh_quietly, daemon=True).start()
+            raise _AskRevokd()
         if key is None:
             with self._keys_lock:  # after a refresh in flight
                 key = self._keys.get(kid)
@@ -574,6 +582,17 @@ class LocalVerifier:
                 raise _AskRevokd()  # revokd answers UNKNOWN_KEY, or holds a secret this process does not
         return key
 
+    def _refresh_quietly(self) -> None:
+        if not self._keys_lock.acquire(blocking=False):
+            return  # a refresh is under way
+        try:
+            if time.monotonic() - self._keys_fetched > 1.0:
+                self._refresh_keys_locked()
+        except Exception as err:
+            log.warning("revokd_client: key refresh failed: %s", err)
+        finally:
+            self._keys_lock.release()
+
     def _refresh_keys(self) -> None:
         with self._keys_lock:
             self._refresh_keys_locked()
@@ -587,7 +606,8 @@ class LocalVerifier:
             keys = {kid: k for kid, k in keys.items() if kid in self._kids}
         for jwk in jwks.get("keys", []):
             key = _jwk_key(jwk)
-            if key is not None:
+            # GetJwks may reach another replica: a key the watch says is gone stays gone.
+            if key is not None and (self._kids is None or key.kid in self._kids):
                 keys[key.kid] = key
         # An unchanged key keeps its object, so the tokens cached with it stay cached; a key gone or
         # replaced is a new object (or none), so they are verified again.
