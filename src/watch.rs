@@ -254,10 +254,15 @@ impl Stream {
     /// heartbeat period whether it has fallen too far behind (or the feed had a
     /// gap, or the server stops) and cuts it off then.
     async fn send(&self, message: WatchRevocationsResponse) -> Result<(), End> {
+        self.send_with(move || message).await
+    }
+
+    /// [`Self::send`], the message made once there is room for it.
+    async fn send_with(&self, message: impl FnOnce() -> WatchRevocationsResponse) -> Result<(), End> {
         loop {
             match tokio::time::timeout(self.watches.heartbeat_every, self.tx.reserve()).await {
                 Ok(Ok(permit)) => {
-                    permit.send(Ok(message));
+                    permit.send(Ok(message()));
                     return Ok(());
                 }
                 Ok(Err(_)) => return Err(End::Gone),
@@ -377,14 +382,18 @@ impl Stream {
         let Some(staleness) = self.watches.store.freshness() else {
             return Ok(());
         };
+        let measured = std::time::Instant::now();
         let mut pending = Vec::new();
         self.drain(&mut pending, usize::MAX)?;
         for chunk in pending.chunks(MAX_BATCH) {
             self.send(batch(chunk)).await?;
         }
-        self.send(event(Event::Heartbeat(WatchHeartbeat {
-            staleness: Some(duration(staleness)),
-        })))
+        // The proof ages while the consumer makes no room: its age when queued.
+        self.send_with(|| {
+            event(Event::Heartbeat(WatchHeartbeat {
+                staleness: Some(duration(staleness + measured.elapsed())),
+            }))
+        })
         .await
     }
 }
