@@ -351,10 +351,6 @@ class _RevocationSet:
                         del table[k]
                 yield
 
-    def prune(self, now: int) -> None:
-        for _ in self.pruning(now):
-            pass
-
     def __len__(self) -> int:
         return len(self.jti) + len(self.sid) + len(self.subject)
 
